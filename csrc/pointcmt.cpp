@@ -1,0 +1,49 @@
+// Every schema of the `pointcmt` operator library lives here, in one place.
+//
+// Kernels register per device in csrc/cpu/*.cpp (CPU) and csrc/cuda/*.cu (CUDA)
+// with TORCH_LIBRARY_IMPL. Fake (meta) kernels and autograd are registered from
+// Python (pointcmt_pyg/ops/*.py) with torch.library, so torch.compile works.
+//
+// Conventions shared by all point ops:
+//   * clouds are packed: `x` is (N, D) contiguous float32/float64, cloud b owns
+//     rows ptr[b] .. ptr[b+1]-1 (ptr: int64, size B+1, ptr[0] == 0).
+//   * returned indices are int64 and global (index rows of `x`); -1 pads.
+#include <Python.h>
+#include <torch/library.h>
+
+// A tiny Python module so `import pointcmt_pyg._C` loads the library and runs
+// the static registrations below (no pybind, no Python API in kernels).
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(pointcmt, m) {
+  // Farthest point sampling. out_ptr (B+1, int64) gives the number of samples
+  // per cloud as a prefix sum; start (B, int64) the local index each cloud
+  // starts from; num_out == out_ptr[B]. Returns (num_out,) global indices.
+  // Ties go to the lowest index.
+  m.def("fps(Tensor x, Tensor ptr, Tensor out_ptr, Tensor start, int num_out) -> Tensor");
+
+  // k nearest neighbours of every row of y among the rows of x in the same
+  // cloud. Returns (dist, idx), both (M, k): dist is the squared Euclidean
+  // distance (or 1 - cosine similarity when cosine), idx global rows of x,
+  // sorted by (dist, idx) ascending; missing neighbours are inf / -1.
+  m.def("knn(Tensor x, Tensor y, Tensor ptr_x, Tensor ptr_y, int k, bool cosine) -> (Tensor, Tensor)");
+
+  // Rows of x within squared distance < r*r of each row of y, same cloud.
+  // Returns (M, max_num_neighbors) int64: the first max_num_neighbors such rows
+  // in ascending index order, -1 padded.
+  m.def("radius(Tensor x, Tensor y, Tensor ptr_x, Tensor ptr_y, float r, int max_num_neighbors) -> Tensor");
+
+  // Earth Mover's Distance between equal-size sets x, y (B, N, D) by auction
+  // with epsilon scaling. Stops when the certified gap <= tol * cost (or after
+  // max_iters bidding rounds in total, then completes the bijection greedily).
+  // Returns (dist (B, N): squared distance of x_i to its match,
+  //          assignment (B, N) int64: y index matched to x_i (a permutation),
+  //          gap (B,): certified upper bound on cost - optimal cost, from the
+  //          prices as dual variables).
+  m.def("emd(Tensor x, Tensor y, float tol, int max_iters) -> (Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,102 @@
+"""Loads the compiled ops (``pointcmt_pyg._C``) or, failing that, registers the
+pure-PyTorch references under the same ``torch.ops.pointcmt`` schemas.
+
+Either way every op is reachable as ``torch.ops.pointcmt.<name>`` with one
+schema, so fake kernels, autograd and ``torch.compile`` work the same on both
+backends. ``backend()`` says which one is live.
+
+Environment:
+    POINTCMT_DISABLE_EXT=1: ignore a built extension and use the references.
+    POINTCMT_EXT_PATH=/path/_C.so: load the extension from this file instead
+        (development builds, see ``tools/dev_build.py``).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable, Dict, Optional
+
+import torch
+
+#: The schemas of the ``pointcmt`` library. They must equal the ones declared in
+#: ``csrc/pointcmt.cpp`` (``tests/test_ext.py`` checks it when the extension is
+#: built); they are used to declare the ops when the extension is absent.
+SCHEMAS: Dict[str, str] = {
+    "fps": "fps(Tensor x, Tensor ptr, Tensor out_ptr, Tensor start, int num_out) -> Tensor",
+    "knn": "knn(Tensor x, Tensor y, Tensor ptr_x, Tensor ptr_y, int k, bool cosine) -> (Tensor, Tensor)",
+    "radius": "radius(Tensor x, Tensor y, Tensor ptr_x, Tensor ptr_y, float r, int max_num_neighbors) -> Tensor",
+    "emd": "emd(Tensor x, Tensor y, float tol, int max_iters) -> (Tensor, Tensor, Tensor)",
+}
+
+_BACKEND: Optional[str] = None
+_LOAD_ERROR: Optional[str] = None
+_PY_LIBRARY: Optional[torch.library.Library] = None
+_REFERENCES: Dict[str, Callable] = {}
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+
+
+def _load_extension() -> bool:
+    global _LOAD_ERROR
+    if _truthy("POINTCMT_DISABLE_EXT"):
+        _LOAD_ERROR = "disabled by POINTCMT_DISABLE_EXT"
+        return False
+    path = os.environ.get("POINTCMT_EXT_PATH")
+    try:
+        if path:
+            torch.ops.load_library(path)
+        else:
+            from pointcmt_pyg import _C  # noqa: F401  (registers the ops)
+    except (ImportError, OSError) as exc:
+        _LOAD_ERROR = str(exc)
+        return False
+    return True
+
+
+def _define_reference_library() -> None:
+    """Declares the schemas in Python and registers the pure-torch references."""
+    global _PY_LIBRARY
+    _PY_LIBRARY = torch.library.Library("pointcmt", "DEF")
+    for name, schema in SCHEMAS.items():
+        _PY_LIBRARY.define(schema)
+
+
+def register_reference(name: str, fn: Callable) -> None:
+    """Registers ``fn`` as the implementation of ``pointcmt::name`` when the
+    extension is not loaded (no-op otherwise). Called by each op module."""
+    _REFERENCES[name] = fn
+    if _PY_LIBRARY is not None:
+        _PY_LIBRARY.impl(name, fn, "CompositeExplicitAutograd")
+
+
+def backend() -> str:
+    """Returns ``"extension"`` when the compiled ops are in use, else ``"reference"``."""
+    assert _BACKEND is not None
+    return _BACKEND
+
+
+def load_error() -> Optional[str]:
+    """Why the extension is not in use (``None`` when it is)."""
+    return _LOAD_ERROR
+
+
+def has_cuda_kernels() -> bool:
+    """True when the loaded extension carries CUDA kernels."""
+    if _BACKEND != "extension":
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key("pointcmt::fps", "CUDA")
+
+
+if _load_extension():
+    _BACKEND = "extension"
+else:
+    _BACKEND = "reference"
+    if not _truthy("POINTCMT_DISABLE_EXT") and not _truthy("POINTCMT_QUIET"):
+        warnings.warn(
+            "pointcmt_pyg: compiled ops not available, using the (slower) pure-PyTorch "
+            f"references. Build with `pip install --no-build-isolation .` ({_LOAD_ERROR})",
+            stacklevel=2,
+        )
+    _define_reference_library()
