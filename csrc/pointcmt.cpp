@@ -39,11 +39,11 @@ TORCH_LIBRARY(pointcmt, m) {
   m.def("radius(Tensor x, Tensor y, Tensor ptr_x, Tensor ptr_y, float r, int max_num_neighbors) -> Tensor");
 
   // Earth Mover's Distance between equal-size sets x, y (B, N, D) by auction
-  // with epsilon scaling. Stops when the certified gap <= tol * cost (or after
+  // with epsilon scaling. Stops when the certified gap <= eps * cost (or after
   // max_iters bidding rounds in total, then completes the bijection greedily).
   // Returns (dist (B, N): squared distance of x_i to its match,
   //          assignment (B, N) int64: y index matched to x_i (a permutation),
   //          gap (B,): certified upper bound on cost - optimal cost, from the
   //          prices as dual variables).
-  m.def("emd(Tensor x, Tensor y, float tol, int max_iters) -> (Tensor, Tensor, Tensor)");
+  m.def("emd(Tensor x, Tensor y, float eps, int max_iters) -> (Tensor, Tensor, Tensor)");
 }

@@ -25,7 +25,7 @@ SCHEMAS: Dict[str, str] = {
     "fps": "fps(Tensor x, Tensor ptr, Tensor out_ptr, Tensor start, int num_out) -> Tensor",
     "knn": "knn(Tensor x, Tensor y, Tensor ptr_x, Tensor ptr_y, int k, bool cosine) -> (Tensor, Tensor)",
     "radius": "radius(Tensor x, Tensor y, Tensor ptr_x, Tensor ptr_y, float r, int max_num_neighbors) -> Tensor",
-    "emd": "emd(Tensor x, Tensor y, float tol, int max_iters) -> (Tensor, Tensor, Tensor)",
+    "emd": "emd(Tensor x, Tensor y, float eps, int max_iters) -> (Tensor, Tensor, Tensor)",
 }
 
 _BACKEND: Optional[str] = None
