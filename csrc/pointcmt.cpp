@@ -8,17 +8,20 @@
 //   * clouds are packed: `x` is (N, D) contiguous float32/float64, cloud b owns
 //     rows ptr[b] .. ptr[b+1]-1 (ptr: int64, size B+1, ptr[0] == 0).
 //   * returned indices are int64 and global (index rows of `x`); -1 pads.
-#include <Python.h>
 #include <torch/library.h>
 
+#ifndef POINTCMT_NO_PYTHON
+#include <Python.h>
 // A tiny Python module so `import pointcmt_pyg._C` loads the library and runs
-// the static registrations below (no pybind, no Python API in kernels).
+// the static registrations below (no pybind, no Python API in kernels). The
+// CMake build (plain libtorch, no Python) defines POINTCMT_NO_PYTHON.
 extern "C" {
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&module_def);
 }
 }
+#endif
 
 TORCH_LIBRARY(pointcmt, m) {
   // Farthest point sampling. out_ptr (B+1, int64) gives the number of samples
