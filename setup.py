@@ -44,13 +44,13 @@ def get_extensions():
     if _flag("FORCE_CPU"):
         with_cuda = False
 
-    cxx = ["-O3", "-std=c++17", "-fopenmp-simd", "-DPy_LIMITED_API=0x03090000"]
+    cxx = ["-O3", "-std=c++20", "-fopenmp-simd"]
     extra = {"cxx": cxx}
     define_macros = []
     if with_cuda:
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         define_macros.append(("WITH_CUDA", None))
-        extra["nvcc"] = ["-O3", "--use_fast_math", "-std=c++17"]
+        extra["nvcc"] = ["-O3", "-std=c++20"]
         ext_cls = CUDAExtension
     else:
         ext_cls = CppExtension
@@ -73,5 +73,5 @@ setup(
     packages=find_packages(include=["pointcmt_pyg", "pointcmt_pyg.*"]),
     ext_modules=ext_modules,
     cmdclass=cmdclass,
-    options={"bdist_wheel": {"py_limited_api": "cp39"}} if ext_modules else {},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}} if ext_modules else {},
 )
