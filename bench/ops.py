@@ -129,8 +129,6 @@ def run(device: str, repeat: int, emd_repeat: int) -> List[Dict[str, object]]:
     add(task, "naive batched torch (cdist)", timeit(lambda: naive_radius(dense, dense_c, 0.2, 64), repeat, device))
 
     # EMD ---------------------------------------------------------------------------------------
-    scipy_opt = optional("scipy.optimize")
-    import scipy.optimize  # noqa: F401  (scipy is a test dependency)
     from scipy.optimize import linear_sum_assignment
     ot = optional("ot")
     gen = torch.Generator().manual_seed(1)
@@ -166,7 +164,6 @@ def run(device: str, repeat: int, emd_repeat: int) -> List[Dict[str, object]]:
             add(task, "POT ot.emd", timeit(
                 lambda: [ot.emd(w, w, ((p[:, None] - q[None]) ** 2).sum(-1)) for p, q in zip(a_np, b_np)],
                 1, "cpu"), "exact")
-    del scipy_opt
     return rows
 
 
