@@ -1,0 +1,39 @@
+r"""Point-cloud datasets and transforms yielding PyG ``Data(pos, y, sample_id[, mesh_pos, mesh_face])``.
+
+Used by the PointCMT pipeline (`Yan et al., NeurIPS 2022 <https://arxiv.org/abs/2210.04208>`_).
+"""
+from .root import DATA_ENV, default_data_root, resolve_root
+from .base import PointCloudDataset, stable_seed
+from .transforms import (
+    Jitter,
+    NormalizeBoundingBox,
+    RandomRotateUp,
+    RandomScale,
+    RandomShift,
+    SamplePoints,
+    SampleSurface,
+    normalize_bbox,
+    sample_surface,
+)
+from .split import dataset_labels, stratified_split, subset, train_val_split
+
+__all__ = [
+    "DATA_ENV",
+    "default_data_root",
+    "resolve_root",
+    "PointCloudDataset",
+    "stable_seed",
+    "normalize_bbox",
+    "sample_surface",
+    "NormalizeBoundingBox",
+    "RandomScale",
+    "RandomShift",
+    "Jitter",
+    "RandomRotateUp",
+    "SamplePoints",
+    "SampleSurface",
+    "stratified_split",
+    "train_val_split",
+    "subset",
+    "dataset_labels",
+]
