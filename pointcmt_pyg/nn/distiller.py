@@ -1,0 +1,506 @@
+r"""Stage III of PointCMT (`paper <https://arxiv.org/abs/2210.04208>`_): train a
+point-cloud student with image knowledge, then use the student alone.
+
+.. code-block:: python
+
+    teacher, cmpg = load_teacher("teacher.pt"), load_cmpg("cmpg.pt")
+    model = CrossModalDistiller(MyPygNet(), teacher, cmpg)   # finds the head itself
+    loss = model(data).loss                                  # CE + feature + classifier
+
+:class:`CrossModalDistiller` wraps any ``nn.Module`` whose forward takes a PyG
+``Data``/``Batch`` (or ``(x, pos, batch)``) and ends in a classifier head. It
+captures the head's input (the student's global feature) with hooks that exist
+only during a training forward, so the user's class stays untouched and
+``model.student`` is the plain model.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .losses import (classifier_enhancement_loss, feature_enhancement_loss,
+                     label_smoothing_cross_entropy)
+
+__all__ = ["CrossModalDistiller", "DistillerOutput", "find_head"]
+
+#: Names (top-level attributes first, then anywhere) taken as the classifier head.
+HEAD_NAMES: Tuple[str, ...] = ("mlp", "head", "classifier", "fc", "lin")
+TEACHER_SOURCES = ("auto", "cache", "views")
+
+
+@dataclass
+class DistillerOutput:
+    r"""What :class:`CrossModalDistiller` returns.
+
+    Attributes:
+        logits (Tensor): The student's output ``[B, C]``, exactly as the plain
+            student returns it.
+        loss (Tensor, optional): ``ce + feature + classifier`` in training mode
+            with labels; ``None`` in eval mode or without labels.
+        losses (dict): The weighted terms ``{"ce", "feature", "classifier"}``
+            (empty when ``loss`` is ``None``).
+    """
+    logits: Tensor
+    loss: Optional[Tensor] = None
+    losses: Dict[str, Tensor] = field(default_factory=dict)
+
+
+def _linear_types() -> Tuple[type, ...]:
+    types: List[type] = [nn.Linear]
+    try:
+        from torch_geometric.nn import Linear as PygLinear
+        types.append(PygLinear)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+def find_head(student: nn.Module,
+              head: Union[str, nn.Module, None] = None) -> Tuple[str, nn.Module]:
+    r"""Finds the classifier head of ``student``.
+
+    In order: ``head`` when given (a dotted submodule name or the module
+    itself); a top-level submodule named one of :data:`HEAD_NAMES` (``mlp``,
+    ``head``, ``classifier``, ``fc``, ``lin``; a PyG ``MLP`` counts); the last
+    registered submodule with one of those names at any depth; the last
+    registered ``nn.Linear`` (or PyG ``Linear``).
+
+    Returns:
+        (str, nn.Module): The dotted name and the module.
+
+    Raises:
+        ValueError: When ``head`` names no submodule, or nothing is findable.
+    """
+    if isinstance(head, str):
+        try:
+            module = student.get_submodule(head)
+        except AttributeError:
+            names = [n for n, _ in student.named_modules() if n]
+            raise ValueError(
+                f"head={head!r} is not a submodule of {type(student).__name__}; "
+                f"submodules are: {names}") from None
+        if module is student:
+            raise ValueError("head must be a proper submodule of the student, not the student")
+        return head, module
+    if isinstance(head, nn.Module):
+        for name, module in student.named_modules():
+            if module is head and name:
+                return name, module
+        raise ValueError(f"head (a {type(head).__name__}) is not a submodule of "
+                         f"{type(student).__name__}")
+    if head is not None:
+        raise TypeError(f"head must be a str (dotted submodule name), an nn.Module "
+                        f"or None, got {type(head).__name__}")
+
+    children = dict(student.named_children())
+    for name in HEAD_NAMES:
+        if isinstance(children.get(name), nn.Module):
+            return name, children[name]
+    named = [(n, m) for n, m in student.named_modules() if n]
+    for name, module in reversed(named):
+        if name.rsplit(".", 1)[-1] in HEAD_NAMES:
+            return name, module
+    linear = _linear_types()
+    for name, module in reversed(named):
+        if isinstance(module, linear):
+            return name, module
+    raise ValueError(
+        f"could not find a classifier head in {type(student).__name__}: no submodule "
+        f"named one of {list(HEAD_NAMES)} and no nn.Linear; pass head='dotted.name' "
+        "(the module whose input is the global feature and whose output is the logits)")
+
+
+def _head_in_features(head: nn.Module) -> Optional[int]:
+    r"""The input width of ``head`` when it can be read off the module."""
+    try:
+        from torch_geometric.nn import MLP as PygMLP
+        if isinstance(head, PygMLP):
+            return int(head.channel_list[0]) if head.channel_list[0] > 0 else None
+    except ImportError:  # pragma: no cover
+        pass
+    for module in head.modules():
+        if isinstance(module, nn.Linear) and not isinstance(module, nn.LazyLinear):
+            return module.in_features
+        if isinstance(module, _linear_types()) and not isinstance(module, nn.Linear):
+            return module.in_channels if module.in_channels > 0 else None
+    return None
+
+
+def _cmpg_in_features(cmpg: nn.Module) -> Optional[int]:
+    dim = getattr(cmpg, "in_dim", None)
+    if isinstance(dim, int):
+        return dim
+    for module in cmpg.modules():
+        if isinstance(module, nn.Linear) and not isinstance(module, nn.LazyLinear):
+            return module.in_features
+    return None
+
+
+def _freeze(module: Any) -> None:
+    if isinstance(module, nn.Module):
+        module.requires_grad_(False)
+        module.eval()
+
+
+class CrossModalDistiller(nn.Module):
+    r"""Wraps a point-cloud classifier for PointCMT cross-modal training.
+
+    In training mode with labels, ``model(data)`` runs the student, captures
+    its global feature :math:`f_s` (the input of its classifier head
+    :math:`h`), gets the image feature :math:`f_t` (from ``data.img_feat``, or
+    from ``data.views`` through the frozen teacher) and returns
+    ``loss = ce + feature + classifier`` (see :mod:`pointcmt_pyg.nn.losses`):
+
+    * ``ce``: cross-entropy with the official label smoothing (``0.2``);
+    * ``feature``: ``w_fe * sqrt-EMD(CMPG(P_st f_s), CMPG(f_t))`` with the
+      frozen CMPG (eval mode) and no gradient through the teacher branch;
+    * ``classifier``: ``w_ce * T^2 * KL(softmax(h(P_ts f_t)/T) || softmax(h(f_s)/T))``,
+      a per-sample mean. As in the official code the head also gets gradient
+      through the teacher branch; ``detach_head_teacher=True`` stops that
+      (the projection ``P_ts`` still learns).
+
+    ``P_st`` / ``P_ts`` are learnable ``nn.Linear`` maps (attributes
+    ``student_to_teacher`` / ``teacher_to_student``) created only when the
+    student's feature size differs from the teacher's; otherwise ``None``.
+
+    In eval mode, or without labels, the forward is exactly
+    ``self.student(...)``: no hooks, no teacher, no CMPG, the same output bit
+    for bit, and ``loss`` is ``None``.
+
+    Official loss scale: ``w_fe = 30`` as the official code; the official
+    classifier term is ``0.3 * KL`` summed over a batch of 32, i.e. ``9.6``
+    times the per-sample mean used here, hence ``w_ce = 9.6`` (independent of
+    the batch size from then on).
+
+    Args:
+        student (nn.Module): The point model. Its forward takes a PyG
+            ``Data``/``Batch``, or ``(x, pos, batch)``, and returns logits
+            ``[B, C]`` (log-probabilities are fine too).
+        teacher (nn.Module, optional): Frozen image model with
+            ``.features(views[B, V, C, H, W]) -> [B, D_t]`` and ``.feat_dim``.
+            Needed only to compute features online from ``views``.
+        cmpg (nn.Module, optional): Frozen cross-modal point generator
+            ``[B, D_t] -> [B, P, 3]``. Without it the feature term is ``0``.
+        head (str or nn.Module, optional): The student's classifier head
+            (dotted name). Found automatically when ``None``
+            (see :func:`find_head`).
+        w_fe (float): Feature enhancement weight. (default: ``30.0``)
+        w_ce (float): Classifier enhancement weight for a per-sample mean.
+            (default: ``9.6``)
+        label_smoothing (float): Official-style smoothing of the CE target.
+            (default: ``0.2``)
+        temperature (float): KL temperature :math:`T`. (default: ``1.0``)
+        detach_head_teacher (bool): Keep the head's parameters out of the
+            teacher branch's graph. (default: ``False``, official)
+        teacher_source (str): ``"cache"`` (require ``img_feat``), ``"views"``
+            (run the teacher on ``views``) or ``"auto"`` (``img_feat`` when
+            present, else ``views``). (default: ``"auto"``)
+        normalize_points (bool): Normalise both generated clouds by their
+            bounding box before the EMD, as the official code. (default: ``True``)
+        student_dim (int, optional): The student's feature size, when it cannot
+            be read off the head (e.g. a lazy or custom head).
+        teacher_dim (int, optional): The teacher's feature size, when neither
+            ``teacher`` nor ``cmpg`` tells it (e.g. cache only, no CMPG).
+            Defaults to the student's feature size in that case.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: Optional[nn.Module] = None,
+        cmpg: Optional[nn.Module] = None,
+        head: Union[str, nn.Module, None] = None,
+        w_fe: float = 30.0,
+        w_ce: float = 9.6,
+        label_smoothing: float = 0.2,
+        temperature: float = 1.0,
+        detach_head_teacher: bool = False,
+        teacher_source: str = "auto",
+        normalize_points: bool = True,
+        student_dim: Optional[int] = None,
+        teacher_dim: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(student, nn.Module):
+            raise TypeError(f"student must be an nn.Module, got {type(student).__name__}")
+        if teacher is not None:
+            if not callable(getattr(teacher, "features", None)):
+                raise TypeError("teacher must have a .features(views) method "
+                                f"(got a {type(teacher).__name__} without one)")
+            if not isinstance(getattr(teacher, "feat_dim", None), int):
+                raise TypeError("teacher must have an integer .feat_dim "
+                                f"(got {getattr(teacher, 'feat_dim', None)!r})")
+        if cmpg is not None and not isinstance(cmpg, nn.Module):
+            raise TypeError(f"cmpg must be an nn.Module or None, got {type(cmpg).__name__}")
+        for name, value in (("w_fe", w_fe), ("w_ce", w_ce)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        if not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if teacher_source not in TEACHER_SOURCES:
+            raise ValueError(f"teacher_source must be one of {TEACHER_SOURCES}, "
+                             f"got {teacher_source!r}")
+        if teacher_source == "views" and teacher is None:
+            raise ValueError("teacher_source='views' needs a teacher to run on the views")
+
+        self.student = student
+        self.head_name, head_module = find_head(student, head)
+        # Not registered as a submodule (it lives inside the student already).
+        object.__setattr__(self, "_head", head_module)
+
+        # Feature sizes.
+        d_s = _head_in_features(head_module)
+        if student_dim is not None:
+            if d_s is not None and d_s != student_dim:
+                raise ValueError(f"student_dim={student_dim} but the head "
+                                 f"{self.head_name!r} takes {d_s} features")
+            d_s = student_dim
+        if d_s is None:
+            raise ValueError(f"cannot tell the input size of the head {self.head_name!r} "
+                             f"({type(head_module).__name__}); pass student_dim=")
+        dims = {}
+        if teacher is not None:
+            dims["teacher.feat_dim"] = int(teacher.feat_dim)
+        if cmpg is not None:
+            d_c = _cmpg_in_features(cmpg)
+            if d_c is None:
+                raise ValueError(f"cannot tell the input size of cmpg "
+                                 f"({type(cmpg).__name__}): give it an int .in_dim")
+            dims["cmpg in_dim"] = d_c
+        if teacher_dim is not None:
+            dims["teacher_dim"] = int(teacher_dim)
+        if len(set(dims.values())) > 1:
+            raise ValueError("teacher and CMPG feature sizes do not fit: "
+                             + ", ".join(f"{k} = {v}" for k, v in dims.items()))
+        d_t = next(iter(dims.values())) if dims else d_s
+        self.student_dim, self.teacher_dim = int(d_s), int(d_t)
+
+        self.teacher = teacher
+        self.cmpg = cmpg
+        _freeze(teacher)
+        _freeze(cmpg)
+
+        if self.student_dim != self.teacher_dim:
+            self.student_to_teacher: Optional[nn.Linear] = nn.Linear(self.student_dim,
+                                                                      self.teacher_dim)
+            self.teacher_to_student: Optional[nn.Linear] = nn.Linear(self.teacher_dim,
+                                                                      self.student_dim)
+        else:
+            self.student_to_teacher = None
+            self.teacher_to_student = None
+
+        self.w_fe = float(w_fe)
+        self.w_ce = float(w_ce)
+        self.label_smoothing = float(label_smoothing)
+        self.temperature = float(temperature)
+        self.detach_head_teacher = bool(detach_head_teacher)
+        self.teacher_source = teacher_source
+        self.normalize_points = bool(normalize_points)
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode: bool = True) -> "CrossModalDistiller":
+        r"""Sets train/eval mode; the teacher and the CMPG always stay in eval."""
+        super().train(mode)
+        for frozen in (self.teacher, self.cmpg):
+            if isinstance(frozen, nn.Module):
+                frozen.eval()
+        return self
+
+    @property
+    def head(self) -> nn.Module:
+        r"""The student's classifier head (a submodule of :attr:`student`)."""
+        return self._head
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        r"""The parameters the optimizer should see: the student's and the
+        projections' (the teacher and the CMPG are frozen)."""
+        return (p for p in self.parameters() if p.requires_grad)
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, *args: Any, y: Optional[Tensor] = None,
+                img_feat: Optional[Tensor] = None, views: Optional[Tensor] = None,
+                **kwargs: Any) -> DistillerOutput:
+        r"""Runs the student and, in training mode with labels, the losses.
+
+        Args:
+            *args: What the student's forward takes: a PyG ``Data``/``Batch``
+                (whose ``y``, ``img_feat`` and ``views`` are used), or
+                ``(x, pos, batch)``.
+            y (Tensor, optional): Labels ``[B]``; defaults to ``data.y``.
+            img_feat (Tensor, optional): Cached teacher features ``[B, D_t]``;
+                defaults to ``data.img_feat``.
+            views (Tensor, optional): Rendered views ``[B, V, C, H, W]``;
+                defaults to ``data.views``.
+            **kwargs: Passed on to the student.
+
+        Returns:
+            DistillerOutput: ``logits``, ``loss`` and ``losses``.
+        """
+        data = args[0] if args else None
+        if data is not None and _is_pyg_data(data):
+            y = y if y is not None else getattr(data, "y", None)
+            img_feat = img_feat if img_feat is not None else getattr(data, "img_feat", None)
+            views = views if views is not None else getattr(data, "views", None)
+
+        if not self.training or y is None:
+            return DistillerOutput(logits=self.student(*args, **kwargs))
+
+        logits, f_s, head_logits = self._student_forward(args, kwargs)
+        target = self._check_labels(y, logits)
+        f_t = self._teacher_features(img_feat, views, f_s)
+
+        ce = label_smoothing_cross_entropy(logits, target, self.label_smoothing)
+
+        if self.cmpg is not None and self.w_fe > 0:
+            f_s_t = f_s if self.student_to_teacher is None else self.student_to_teacher(f_s)
+            feature = feature_enhancement_loss(f_s_t, f_t, self.cmpg, weight=self.w_fe,
+                                               normalize_points=self.normalize_points)
+        else:
+            feature = logits.new_zeros(())
+
+        if self.w_ce > 0:
+            f_t_s = f_t if self.teacher_to_student is None else self.teacher_to_student(f_t)
+            teacher_logits = self._head_on(f_t_s)
+            if teacher_logits.shape != head_logits.shape:
+                raise ValueError(
+                    f"the head {self.head_name!r} gives {tuple(teacher_logits.shape)} on the "
+                    f"teacher feature but {tuple(head_logits.shape)} on the student's")
+            classifier = classifier_enhancement_loss(head_logits, teacher_logits,
+                                                     weight=self.w_ce,
+                                                     temperature=self.temperature)
+        else:
+            classifier = logits.new_zeros(())
+
+        losses = {"ce": ce, "feature": feature, "classifier": classifier}
+        return DistillerOutput(logits=logits, loss=ce + feature + classifier, losses=losses)
+
+    # ---------------------------------------------------------------- helpers
+    def _student_forward(self, args: tuple, kwargs: dict) -> Tuple[Tensor, Tensor, Tensor]:
+        calls: List[Tuple[Tensor, Tensor]] = []
+        pending: List[Tensor] = []
+
+        def pre_hook(module, h_args, h_kwargs):
+            if h_args:
+                x = h_args[0]
+            elif h_kwargs:
+                x = next(iter(h_kwargs.values()))
+            else:
+                x = None
+            pending.append(x)
+
+        def post_hook(module, h_args, h_kwargs, output):
+            calls.append((pending.pop(), output))
+
+        handles = [
+            self._head.register_forward_pre_hook(pre_hook, with_kwargs=True),
+            self._head.register_forward_hook(post_hook, with_kwargs=True),
+        ]
+        try:
+            logits = self.student(*args, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+        if not isinstance(logits, Tensor) or logits.dim() != 2:
+            raise TypeError(
+                f"the student must return logits as a [B, C] tensor, got "
+                f"{tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__}")
+        if len(calls) != 1:
+            raise ValueError(
+                f"the head {self.head_name!r} ran {len(calls)} times in the student's forward "
+                "(expected once); pass head='dotted.name' naming the classifier head")
+        f_s, head_logits = calls[0]
+        if not isinstance(f_s, Tensor) or f_s.dim() != 2:
+            raise ValueError(
+                f"the input of the head {self.head_name!r} must be a [B, D] global feature, "
+                f"got {tuple(f_s.shape) if isinstance(f_s, Tensor) else type(f_s).__name__}; "
+                "pass head='dotted.name' naming the classifier head")
+        if f_s.size(1) != self.student_dim:
+            raise ValueError(f"the head {self.head_name!r} received {f_s.size(1)} features, "
+                             f"expected student_dim = {self.student_dim}")
+        if not isinstance(head_logits, Tensor) or head_logits.shape != logits.shape:
+            raise ValueError(
+                f"the output of the head {self.head_name!r} "
+                f"({tuple(head_logits.shape) if isinstance(head_logits, Tensor) else type(head_logits).__name__})"
+                f" does not match the student's logits {tuple(logits.shape)}; "
+                "pass head='dotted.name' naming the classifier head")
+        return logits, f_s, head_logits
+
+    def _check_labels(self, y: Tensor, logits: Tensor) -> Tensor:
+        if not isinstance(y, Tensor):
+            raise TypeError(f"labels y must be a tensor, got {type(y).__name__}")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"labels y must be an integer tensor, got {y.dtype}")
+        target = y.reshape(-1).to(device=logits.device, dtype=torch.long)
+        num, num_classes = logits.shape
+        if target.numel() != num:
+            raise ValueError(f"labels y have {target.numel()} entries but the student "
+                             f"returned {num} rows of logits")
+        if num > 0:
+            lo, hi = int(target.min()), int(target.max())
+            if lo < 0 or hi >= num_classes:
+                raise ValueError(f"labels y out of range: found {lo if lo < 0 else hi}, "
+                                 f"the student has {num_classes} classes (0..{num_classes - 1})")
+        return target
+
+    def _teacher_features(self, img_feat: Optional[Tensor], views: Optional[Tensor],
+                          f_s: Tensor) -> Tensor:
+        num = f_s.size(0)
+        use_cache = self.teacher_source == "cache" or (
+            self.teacher_source == "auto" and img_feat is not None)
+        if use_cache:
+            if img_feat is None:
+                raise ValueError(
+                    "teacher_source='cache' but the batch has no img_feat; attach teacher "
+                    "features with pointcmt_pyg.datasets.features.AttachImageFeatures(cache)")
+            if not isinstance(img_feat, Tensor) or img_feat.shape != (num, self.teacher_dim):
+                shape = tuple(img_feat.shape) if isinstance(img_feat, Tensor) else type(img_feat)
+                raise ValueError(
+                    f"img_feat must be [B, D_t] = [{num}, {self.teacher_dim}], got {shape} "
+                    "(each sample holds img_feat as [1, D_t]; AttachImageFeatures does this)")
+            return img_feat.detach().to(device=f_s.device, dtype=f_s.dtype)
+
+        if views is None:
+            raise ValueError("no teacher features: the batch has neither img_feat (cached "
+                             "teacher features) nor views (images for the teacher)")
+        if self.teacher is None:
+            raise ValueError("the batch has views but no img_feat, and the distiller has no "
+                             "teacher to compute features from them")
+        if not isinstance(views, Tensor) or views.dim() != 5 or views.size(0) != num:
+            shape = tuple(views.shape) if isinstance(views, Tensor) else type(views).__name__
+            raise ValueError(f"views must be [B, V, C, H, W] with B = {num}, got {shape}")
+        channels = getattr(self.teacher, "in_channels", None)
+        if isinstance(channels, int) and views.size(2) != channels:
+            raise ValueError(f"views have {views.size(2)} channels, the teacher takes {channels}")
+        with torch.no_grad():
+            f_t = self.teacher.features(views)
+        if not isinstance(f_t, Tensor) or f_t.shape != (num, self.teacher_dim):
+            shape = tuple(f_t.shape) if isinstance(f_t, Tensor) else type(f_t).__name__
+            raise ValueError(f"teacher.features returned {shape}, expected "
+                             f"[{num}, {self.teacher_dim}]")
+        return f_t.detach().to(dtype=f_s.dtype)
+
+    def _head_on(self, feature: Tensor) -> Tensor:
+        if not self.detach_head_teacher:
+            return self._head(feature)
+        params = {n: p.detach() for n, p in self._head.named_parameters()}
+        return functional_call(self._head, params, (feature,))
+
+    def extra_repr(self) -> str:
+        return (f"head={self.head_name!r}, student_dim={self.student_dim}, "
+                f"teacher_dim={self.teacher_dim}, w_fe={self.w_fe}, w_ce={self.w_ce}, "
+                f"label_smoothing={self.label_smoothing}, temperature={self.temperature}, "
+                f"detach_head_teacher={self.detach_head_teacher}, "
+                f"teacher_source={self.teacher_source!r}")
+
+
+def _is_pyg_data(obj: Any) -> bool:
+    try:
+        from torch_geometric.data.data import BaseData
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, BaseData)
