@@ -9,8 +9,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from pointcmt_pyg.nn.losses import (classifier_enhancement_loss, feature_enhancement_loss,
-                                    label_smoothing_cross_entropy, normalize_point_sets,
-                                    sqrt_emd)
+                                    label_smoothing_cross_entropy, sqrt_emd)
 
 
 def _emd_available() -> bool:
@@ -122,16 +121,6 @@ def test_classifier_enhancement_bad_input():
 
 
 # ----------------------------------------------------------------- points
-def test_normalize_point_sets_hand_example():
-    p = torch.tensor([[[0.0, 0.0, 0.0], [2.0, 1.0, 1.0], [1.0, 0.0, 0.5]]])
-    got = normalize_point_sets(p)
-    expected = torch.tensor([[[-0.5, -0.25, -0.25], [0.5, 0.25, 0.25], [0.0, -0.25, 0.0]]])
-    assert torch.allclose(got, expected)
-    # A single repeated point is only centred, never NaN.
-    same = normalize_point_sets(torch.ones(1, 4, 3))
-    assert torch.equal(same, torch.zeros(1, 4, 3))
-
-
 @needs_emd
 def test_sqrt_emd_matches_hungarian():
     g = torch.Generator().manual_seed(3)

@@ -7,7 +7,9 @@ are public so that a custom training loop can use them directly.
 With :math:`f_s \in \mathbb{R}^{B \times D}` the student's global feature (the
 input of its classifier head :math:`h`), :math:`f_t` the frozen teacher's image
 feature, :math:`G` the frozen cross-modal point generator (CMPG) and
-:math:`\mathcal{N}` the bounding-box normalisation of a point set:
+:math:`\mathcal{N}` the bounding-box normalisation of a point set
+(:func:`~pointcmt_pyg.datasets.transforms.normalize_bbox`: centre
+:math:`(\min + \max) / 2`, divide by the largest extent):
 
 .. math::
 
@@ -49,7 +51,6 @@ from torch import Tensor, nn
 
 __all__ = [
     "label_smoothing_cross_entropy",
-    "normalize_point_sets",
     "sqrt_emd",
     "feature_enhancement_loss",
     "classifier_enhancement_loss",
@@ -95,32 +96,6 @@ def label_smoothing_cross_entropy(logits: Tensor, target: Tensor,
     return -(q * log_prob).sum(dim=1).mean()
 
 
-def normalize_point_sets(points: Tensor, eps: float = 1e-12) -> Tensor:
-    r"""Centres each point set's bounding box at the origin and scales its
-    largest extent to 1 (differentiable).
-
-    .. math::
-
-        \mathcal{N}(p) = \frac{p - (\min p + \max p) / 2}
-                              {\max_{a \in \{x,y,z\}} (\max p_a - \min p_a)}
-
-    Args:
-        points (Tensor): ``[B, P, 3]``.
-        eps (float): Lower bound on the extent (a set of identical points is
-            only centred).
-
-    Returns:
-        Tensor: ``[B, P, 3]``.
-    """
-    if points.dim() != 3:
-        raise ValueError(f"points must be [B, P, 3], got shape {tuple(points.shape)}")
-    lo = points.amin(dim=1, keepdim=True)
-    hi = points.amax(dim=1, keepdim=True)
-    centre = (lo + hi) / 2
-    extent = (hi - lo).amax(dim=2, keepdim=True).clamp_min(eps)
-    return (points - centre) / extent
-
-
 def sqrt_emd(x: Tensor, y: Tensor) -> Tensor:
     r"""Mean over the batch and the points of the matched point distance:
     :math:`\frac{1}{BP}\sum_{b,i} \lVert x_{b,i} - y_{b,\sigma_b(i)} \rVert`
@@ -158,7 +133,8 @@ def feature_enhancement_loss(student_feature: Tensor, teacher_feature: Tensor,
         teacher_feature (Tensor): ``[B, D]``.
         cmpg (nn.Module): Maps ``[B, D]`` to ``[B, P, 3]``.
         weight (float): :math:`w_{fe}`. (default: ``30.0``, official)
-        normalize_points (bool): Apply :func:`normalize_point_sets` to both
+        normalize_points (bool): Apply
+            :func:`~pointcmt_pyg.datasets.transforms.normalize_bbox` to both
             generated clouds first, as the official code does (the CMPG is
             trained against normalised shapes). (default: ``True``)
 
@@ -176,8 +152,10 @@ def feature_enhancement_loss(student_feature: Tensor, teacher_feature: Tensor,
         raise ValueError(f"cmpg must return [B, P, 3] points, got shape "
                          f"{tuple(student_points.shape)}")
     if normalize_points:
-        student_points = normalize_point_sets(student_points)
-        teacher_points = normalize_point_sets(teacher_points)
+        from ..datasets.transforms import normalize_bbox  # the one normalisation helper
+
+        student_points = normalize_bbox(student_points)
+        teacher_points = normalize_bbox(teacher_points)
     return weight * sqrt_emd(student_points, teacher_points.detach())
 
 
