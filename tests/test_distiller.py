@@ -417,3 +417,10 @@ def test_error_head_that_is_not_the_classifier():
                                 teacher_dim=3)
     with pytest.raises(ValueError, match="does not match the student's logits"):
         model(make_batch())
+
+
+def test_projections_follow_the_terms_that_use_them():
+    no_cmpg = CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), None)
+    assert no_cmpg.student_to_teacher is None and no_cmpg.teacher_to_student is not None
+    no_kl = CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), StandInCMPG(8), w_ce=0.0)
+    assert no_kl.student_to_teacher is not None and no_kl.teacher_to_student is None

@@ -163,7 +163,9 @@ class CrossModalDistiller(nn.Module):
 
     ``P_st`` / ``P_ts`` are learnable ``nn.Linear`` maps (attributes
     ``student_to_teacher`` / ``teacher_to_student``) created only when the
-    student's feature size differs from the teacher's; otherwise ``None``.
+    student's feature size differs from the teacher's (and the term using each
+    is on); otherwise ``None`` (identity). Give them to the optimizer:
+    :meth:`trainable_parameters` holds the student's and theirs.
 
     In eval mode, or without labels, the forward is exactly
     ``self.student(...)``: no hooks, no teacher, no CMPG, the same output bit
@@ -284,14 +286,14 @@ class CrossModalDistiller(nn.Module):
         _freeze(teacher)
         _freeze(cmpg)
 
-        if self.student_dim != self.teacher_dim:
-            self.student_to_teacher: Optional[nn.Linear] = nn.Linear(self.student_dim,
-                                                                      self.teacher_dim)
-            self.teacher_to_student: Optional[nn.Linear] = nn.Linear(self.teacher_dim,
-                                                                      self.student_dim)
-        else:
-            self.student_to_teacher = None
-            self.teacher_to_student = None
+        # Projections only where the sizes differ and the term that uses them is on
+        # (an unused parameter would trip DistributedDataParallel).
+        differ = self.student_dim != self.teacher_dim
+        self.student_to_teacher: Optional[nn.Linear] = (
+            nn.Linear(self.student_dim, self.teacher_dim)
+            if differ and cmpg is not None and w_fe > 0 else None)
+        self.teacher_to_student: Optional[nn.Linear] = (
+            nn.Linear(self.teacher_dim, self.student_dim) if differ and w_ce > 0 else None)
 
         self.w_fe = float(w_fe)
         self.w_ce = float(w_ce)

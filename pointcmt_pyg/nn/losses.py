@@ -156,7 +156,8 @@ def feature_enhancement_loss(student_feature: Tensor, teacher_feature: Tensor,
 
         student_points = normalize_bbox(student_points)
         teacher_points = normalize_bbox(teacher_points)
-    return weight * sqrt_emd(student_points, teacher_points.detach())
+    # EMD in float32 even under autocast.
+    return weight * sqrt_emd(student_points.float(), teacher_points.detach().float())
 
 
 def classifier_enhancement_loss(student_logits: Tensor, teacher_logits: Tensor,
