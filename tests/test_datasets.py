@@ -79,3 +79,216 @@ def test_train_val_split_gives_consistent_views():
     assert sub.sample_ids == ["s2", "s0"]
     with pytest.raises(IndexError):
         subset(ds, [30])
+
+
+# --------------------------------------------------------------------------- folder
+from pointcmt_pyg.datasets.folder import PointCloudFolder, read_pcd, read_shape  # noqa: E402
+from pointcmt_pyg.datasets.modelnet import read_off  # noqa: E402
+
+
+def _write_pcd(path: Path, pts: np.ndarray, binary: bool = True) -> None:
+    head = ("# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\n"
+            f"COUNT 1 1 1\nWIDTH {len(pts)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(pts)}\n"
+            f"DATA {'binary' if binary else 'ascii'}\n")
+    body = pts.astype("<f4").tobytes() if binary else "".join(f"{a} {b} {c}\n" for a, b, c in pts).encode()
+    path.write_bytes(head.encode() + body)
+
+
+_TETRA_V = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+_TETRA_F = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+
+
+def _write_off(path: Path, glued: bool = False) -> None:
+    lines = ["OFF4 4 0" if glued else "OFF\n4 4 0"]
+    lines += [" ".join(map(str, v)) for v in _TETRA_V] + ["3 " + " ".join(map(str, f)) for f in _TETRA_F]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _make_folder(root: Path, rng: np.random.Generator) -> dict:
+    """Two classes, every supported point format plus two meshes; returns expected xyz by sample id."""
+    expect = {}
+    for cls in ("mug", "cup"):
+        for split in ("train", "test"):
+            (root / cls / split).mkdir(parents=True)
+    pts = lambda n=16: rng.standard_normal((n, 3)).astype(np.float32)  # noqa: E731
+    a = pts(); np.save(root / "cup/train/a.npy", np.concatenate([a, a], 1)); expect["cup/train/a"] = a  # noqa: E702
+    b = pts(); np.savez(root / "cup/train/b.npz", points=b, label=np.array(0)); expect["cup/train/b"] = b  # noqa: E702
+    c = pts(); np.savetxt(root / "cup/train/c.txt", np.concatenate([c, -c], 1), delimiter=",", fmt="%.6f")  # noqa: E702
+    expect["cup/train/c"] = c
+    d = pts(); np.savetxt(root / "mug/train/d.xyz", d, fmt="%.6f"); expect["mug/train/d"] = d  # noqa: E702
+    e = pts(); _write_pcd(root / "mug/train/e.pcd", e); expect["mug/train/e"] = e  # noqa: E702
+    f = pts(); _write_pcd(root / "mug/train/f.pcd", f, binary=False); expect["mug/train/f"] = f  # noqa: E702
+    _write_off(root / "mug/train/g.off", glued=True)
+    (root / "cup/train/h.obj").write_text(
+        "\n".join(["v " + " ".join(map(str, v)) for v in _TETRA_V] + ["f " + " ".join(f"{i + 1}/1" for i in f) for f in _TETRA_F]))
+    np.save(root / "cup/test/z.npy", pts())
+    np.save(root / "mug/test/y.npy", pts())
+    return expect
+
+
+def test_folder_reads_every_format(tmp_path):
+    expect = _make_folder(tmp_path, np.random.default_rng(0))
+    ds = PointCloudFolder(tmp_path, split="train", num_points=None)
+    assert ds.classes == ["cup", "mug"] and ds.num_classes == 2
+    assert ds.sample_ids == ["cup/train/a", "cup/train/b", "cup/train/c", "cup/train/h",
+                             "mug/train/d", "mug/train/e", "mug/train/f", "mug/train/g"]
+    assert ds.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    for sid, xyz in expect.items():
+        i = ds.sample_ids.index(sid)
+        data = ds[i]
+        assert data.sample_id == sid and data.y.tolist() == [int(ds.labels[i])]
+        assert data.pos.dtype == torch.float32 and data.pos.shape == (16, 3) and "mesh_pos" not in data
+        np.testing.assert_allclose(data.pos.numpy(), xyz, atol=1e-5)
+    with pytest.raises(ValueError, match=r"g\.off: a mesh needs num_points"):
+        ds[7]
+    ds = PointCloudFolder(tmp_path, split="train", num_points=64)
+    mesh = ds[ds.sample_ids.index("mug/train/g")]
+    assert mesh.pos.shape == (64, 3) and mesh.mesh_face.shape == (4, 3) and mesh.mesh_face.dtype == torch.long
+    torch.testing.assert_close(mesh.mesh_pos, torch.from_numpy(_TETRA_V))
+    # Points lie on the tetrahedron's surface: inside the simplex, on one of its four planes.
+    p = mesh.pos
+    on_face = torch.stack([p[:, 0].abs(), p[:, 1].abs(), p[:, 2].abs(), (p.sum(1) - 1).abs()]).amin(0)
+    assert float(on_face.max()) < 1e-5 and float(p.min()) >= -1e-6
+    torch.testing.assert_close(ds[ds.sample_ids.index("mug/train/g")].pos, p)  # seeded by sample id
+    obj = ds[ds.sample_ids.index("cup/train/h")]
+    assert torch.equal(obj.mesh_face, torch.from_numpy(_TETRA_F))
+    small = ds[0].pos  # 16 stored points padded to 64 with repeats of them
+    assert small.shape == (64, 3) and torch.unique(small, dim=0).shape[0] == 16
+    test = PointCloudFolder(tmp_path, split="test", num_points=8)
+    assert test.sample_ids == ["cup/test/z", "mug/test/y"] and test[1].pos.shape == (8, 3)
+
+
+def test_folder_in_memory_cache(tmp_path):
+    _make_folder(tmp_path / "d", np.random.default_rng(1))
+    cache = tmp_path / "cache"
+    a = PointCloudFolder(tmp_path / "d", num_points=32, in_memory=True, cache_dir=cache)
+    files = list(cache.glob("*.pt"))
+    assert len(files) == 1
+    b = PointCloudFolder(tmp_path / "d", num_points=32, in_memory=True, cache_dir=cache)
+    for i in range(len(a)):
+        torch.testing.assert_close(a[i].pos, b[i].pos)
+        assert a[i].sample_id == b[i].sample_id
+    assert b[b.sample_ids.index("mug/train/g")].mesh_face.shape == (4, 3)
+    c = PointCloudFolder(tmp_path / "d", num_points=16, in_memory=True, cache_dir=cache)
+    assert c[0].pos.shape == (16, 3) and len(list(cache.glob("*.pt"))) == 2  # other arguments: other file
+
+
+def test_folder_rejects_unknown_extension(tmp_path):
+    (tmp_path / "a/train").mkdir(parents=True)
+    np.save(tmp_path / "a/train/ok.npy", np.zeros((4, 3)))
+    (tmp_path / "a/train/shape.stl").write_text("solid")
+    with pytest.raises(ValueError, match=r"shape\.stl.*unknown file extension"):
+        PointCloudFolder(tmp_path)
+    with pytest.raises(ValueError, match=r"x\.foo.*unknown file extension"):
+        read_shape(tmp_path / "x.foo")
+
+
+def test_folder_rejects_empty_class_folder(tmp_path):
+    (tmp_path / "a/train").mkdir(parents=True)
+    np.save(tmp_path / "a/train/ok.npy", np.zeros((4, 3)))
+    (tmp_path / "b/train").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"empty class folder .*b[/\\]train"):
+        PointCloudFolder(tmp_path)
+    (tmp_path / "b/train").rmdir()
+    with pytest.raises(ValueError, match=r"empty class folder .*b"):
+        PointCloudFolder(tmp_path)
+
+
+def test_folder_rejects_missing_split_and_root(tmp_path):
+    (tmp_path / "a/train").mkdir(parents=True)
+    np.save(tmp_path / "a/train/ok.npy", np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"no 'test' split .*\['train'\]"):
+        PointCloudFolder(tmp_path, split="test")
+    with pytest.raises(ValueError, match="nothere"):
+        PointCloudFolder(tmp_path / "nothere")
+    with pytest.raises(ValueError, match="num_points"):
+        PointCloudFolder(tmp_path, num_points=0)
+
+
+def test_folder_corrupt_files_name_the_file(tmp_path):
+    (tmp_path / "a/train").mkdir(parents=True)
+    (tmp_path / "a/train/bad.npy").write_bytes(b"\x93NUMPY garbage")
+    _write_pcd(tmp_path / "a/train/trunc.pcd", np.zeros((100, 3)))
+    raw = (tmp_path / "a/train/trunc.pcd").read_bytes()
+    (tmp_path / "a/train/trunc.pcd").write_bytes(raw[:-50])
+    (tmp_path / "a/train/junk.pcd").write_bytes(b"\x00\x01\x02 not a pcd at all")
+    np.save(tmp_path / "a/train/flat.npy", np.zeros(12))
+    (tmp_path / "a/train/badmesh.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n")
+    ds = PointCloudFolder(tmp_path)  # listing does not read files
+    names = [f.name for f in ds.files]
+    for name, pattern in [("bad.npy", "cannot read .npy"), ("trunc.pcd", "truncated"), ("junk.pcd", "corrupt PCD"),
+                          ("flat.npy", r"shape \[N, >=3\]"), ("badmesh.off", "face indices")]:
+        with pytest.raises(ValueError, match=rf"{name}.*{pattern}"):
+            ds[names.index(name)]
+    with pytest.raises(ValueError, match=r"bad\.npy"):  # the first file in sorted order
+        PointCloudFolder(tmp_path, in_memory=True)
+
+
+def test_folder_rejects_duplicate_sample_ids(tmp_path):
+    (tmp_path / "a/train").mkdir(parents=True)
+    np.save(tmp_path / "a/train/x.npy", np.zeros((4, 3)))
+    np.savetxt(tmp_path / "a/train/x.txt", np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"x\.npy.*x\.txt"):
+        PointCloudFolder(tmp_path)
+
+
+def test_folder_labels_must_match_class_list(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls / "train").mkdir(parents=True)
+    np.savez(tmp_path / "a/train/x.npz", pos=np.zeros((4, 3)), label=np.array(1))
+    np.save(tmp_path / "b/train/y.npy", np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"x\.npz: label 1 .*'a'"):
+        PointCloudFolder(tmp_path)[0]
+    with pytest.raises(ValueError, match=r"no folder for \['c'\]"):
+        PointCloudFolder(tmp_path, classes=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"b'\] not in classes"):
+        PointCloudFolder(tmp_path, classes=["a"])
+    ds = PointCloudFolder(tmp_path, classes=["b", "a"])  # explicit order defines the labels
+    assert ds.sample_ids == ["b/train/y", "a/train/x"] and ds.labels.tolist() == [0, 1]
+    assert int(ds[1].y) == 1  # x.npz says 1, which is 'a' under this order
+
+
+def test_read_off_handles_glued_header_and_quads(tmp_path):
+    _write_off(tmp_path / "g.off", glued=True)
+    pos, face = read_off(tmp_path / "g.off")
+    assert torch.equal(face, torch.from_numpy(_TETRA_F)) and pos.shape == (4, 3)
+    (tmp_path / "q.off").write_text("OFF\n# a unit square\n4 1 0\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n")
+    _, face = read_off(tmp_path / "q.off")
+    assert face.tolist() == [[0, 1, 2], [0, 2, 3]]
+    (tmp_path / "t.off").write_text("OFF\n4 1 0\n0 0 0\n")
+    with pytest.raises(ValueError, match=r"t\.off.*truncated"):
+        read_off(tmp_path / "t.off")
+
+
+# --------------------------------------------------------------------------- real data
+def test_modelnet40_npy_counts(shared_data):
+    root = shared_data / "ModelNet40"
+    ds = PointCloudFolder(root, split="train")
+    assert len(ds) == 9843 and ds.num_classes == 40
+    counts = dict(zip(ds.classes, ds.class_counts().tolist()))
+    assert counts["airplane"] == 626 and counts["chair"] == 889 and counts["xbox"] == 103
+    for i in (0, 5000, 9842):
+        data = ds[i]
+        assert data.pos.shape == (1024, 3) and data.pos.dtype == torch.float32
+        assert ds.classes[int(data.y)] == data.sample_id.split("/")[0]
+        # Stored centred with max radius 1.
+        assert float(data.pos.norm(dim=1).max()) == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="no 'test' split"):
+        PointCloudFolder(root, split="test")
+
+
+def test_modelnet10_pcd_counts(shared_data):
+    root = shared_data / "ModelNet10_pcd"
+    train, test = PointCloudFolder(root, split="train"), PointCloudFolder(root, split="test")
+    assert (len(train), len(test)) == (3991, 908)
+    assert train.classes == test.classes == ["bathtub", "bed", "chair", "desk", "dresser", "monitor",
+                                             "night_stand", "sofa", "table", "toilet"]
+    assert train.class_counts().tolist() == [106, 515, 889, 200, 200, 465, 200, 680, 392, 344]
+    assert test.class_counts().tolist() == [50, 100, 100, 86, 86, 100, 86, 100, 100, 100]
+    assert set(train.sample_ids).isdisjoint(test.sample_ids)
+    data = test[0]
+    assert data.sample_id == "bathtub/test/bathtub_0107" and data.pos.shape == (1024, 3)
+    o3d = pytest.importorskip("open3d")
+    ref = np.asarray(o3d.io.read_point_cloud(str(test.files[0])).points)
+    np.testing.assert_allclose(data.pos.numpy(), ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(read_pcd(test.files[0]), data.pos)

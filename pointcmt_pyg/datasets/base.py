@@ -111,15 +111,16 @@ def make_data(pos: Tensor, label: int, sample_id: str, mesh_pos: Optional[Tensor
     return data
 
 
-def check_sample_ids_unique(sample_ids: Sequence[str]) -> None:
-    if len(set(sample_ids)) != len(sample_ids):
-        seen, dup = set(), None
-        for s in sample_ids:
-            if s in seen:
-                dup = s
-                break
-            seen.add(s)
-        raise ValueError(f"duplicate sample_id {dup!r}: sample ids must be unique")
+def check_sample_ids_unique(sample_ids: Sequence[str], sources: Optional[Sequence[object]] = None) -> None:
+    r"""Raises a ValueError naming the first duplicated id (and its two sources, e.g. files)."""
+    if len(set(sample_ids)) == len(sample_ids):
+        return
+    first = {}
+    for i, s in enumerate(sample_ids):
+        if s in first:
+            where = f" ({sources[first[s]]} and {sources[i]})" if sources is not None else ""
+            raise ValueError(f"duplicate sample_id {s!r}{where}: sample ids must be unique")
+        first[s] = i
 
 
 def shallow(data: Data) -> Data:
