@@ -292,3 +292,61 @@ def test_modelnet10_pcd_counts(shared_data):
     ref = np.asarray(o3d.io.read_point_cloud(str(test.files[0])).points)
     np.testing.assert_allclose(data.pos.numpy(), ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(read_pcd(test.files[0]), data.pos)
+
+
+# --------------------------------------------------------------------------- synthetic
+from pointcmt_pyg.datasets import synthetic as synthetic_module  # noqa: E402
+from pointcmt_pyg.datasets.synthetic import SYNTHETIC_CLASSES, SyntheticShapes  # noqa: E402
+
+
+def test_synthetic_shapes_layout_and_labels():
+    ds = SyntheticShapes("train", num_classes=12, samples_per_class=3, num_points=256, seed=1)
+    assert len(ds) == 36 and ds.num_classes == 12 and ds.classes == list(SYNTHETIC_CLASSES)[:12]
+    assert ds.class_counts().tolist() == [3] * 12
+    for i in (0, 17, 35):
+        data = ds[i]
+        assert data.pos.shape == (256, 3) and data.pos.dtype == torch.float32
+        assert data.y.tolist() == [int(ds.labels[i])] and data.sample_id == ds.sample_ids[i]
+        assert data.sample_id.startswith(ds.classes[int(data.y)] + "/train/s1_")
+        assert data.mesh_face.dtype == torch.long and data.mesh_face.size(1) == 3
+        assert int(data.mesh_face.max()) < data.mesh_pos.size(0)
+        # Mesh normalised to the unit box: centred, longest side 1.
+        lo, hi = data.mesh_pos.amin(0), data.mesh_pos.amax(0)
+        torch.testing.assert_close(lo + hi, torch.zeros(3), atol=1e-5, rtol=0)
+        assert float((hi - lo).max()) == pytest.approx(1.0, abs=1e-5)
+        assert float(data.pos.abs().max()) < 0.5 + 0.05  # noise only
+    assert len(set(ds.sample_ids)) == 36
+
+
+def test_synthetic_shapes_deterministic_by_seed():
+    a = SyntheticShapes("train", num_classes=10, samples_per_class=2, num_points=128, seed=3)
+    synthetic_module._CACHE.clear()
+    b = SyntheticShapes("train", num_classes=10, samples_per_class=2, num_points=128, seed=3)
+    for i in range(len(a)):
+        assert a[i].sample_id == b[i].sample_id
+        torch.testing.assert_close(a[i].pos, b[i].pos)
+        torch.testing.assert_close(a[i].mesh_pos, b[i].mesh_pos)
+    c = SyntheticShapes("train", num_classes=10, samples_per_class=2, num_points=128, seed=4)
+    assert not torch.allclose(a[0].mesh_pos[:5], c[0].mesh_pos[:5]) or a[0].mesh_pos.shape != c[0].mesh_pos.shape
+    test = SyntheticShapes("test", num_classes=10, samples_per_class=2, num_points=128, seed=3)
+    assert set(test.sample_ids).isdisjoint(a.sample_ids)
+    assert not torch.equal(test[0].pos, a[0].pos)
+    # A sample does not depend on how many classes/samples were requested.
+    more = SyntheticShapes("train", num_classes=11, samples_per_class=3, num_points=128, seed=3)
+    torch.testing.assert_close(more[3].pos, a[2].pos)  # class 1, index 0
+
+
+def test_synthetic_shapes_noise_free_points_lie_in_the_mesh_box():
+    ds = SyntheticShapes("val", num_classes=10, samples_per_class=1, num_points=512, noise=0.0)
+    for i in range(len(ds)):
+        data = ds[i]
+        assert bool((data.pos >= data.mesh_pos.amin(0) - 1e-5).all() and (data.pos <= data.mesh_pos.amax(0) + 1e-5).all())
+
+
+@pytest.mark.parametrize("kwargs, match", [({"num_classes": 1}, "num_classes"), ({"num_classes": 99}, "num_classes"),
+                                           ({"samples_per_class": 0}, "samples_per_class"),
+                                           ({"num_points": 0}, "num_points"), ({"split": ""}, "split"),
+                                           ({"noise": -1.0}, "noise")])
+def test_synthetic_shapes_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SyntheticShapes(**kwargs)

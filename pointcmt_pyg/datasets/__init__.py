@@ -16,6 +16,9 @@ from .transforms import (
     sample_surface,
 )
 from .split import dataset_labels, stratified_split, subset, train_val_split
+from .folder import PointCloudFolder, read_shape
+from .modelnet import read_off
+from .synthetic import SYNTHETIC_CLASSES, SyntheticShapes
 
 __all__ = [
     "DATA_ENV",
@@ -36,4 +39,9 @@ __all__ = [
     "train_val_split",
     "subset",
     "dataset_labels",
+    "PointCloudFolder",
+    "read_shape",
+    "read_off",
+    "SyntheticShapes",
+    "SYNTHETIC_CLASSES",
 ]

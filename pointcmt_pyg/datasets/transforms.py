@@ -19,6 +19,7 @@ the centre does not move towards where points are dense.
 import math
 from typing import Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
@@ -334,22 +335,26 @@ def sample_surface(mesh_pos: Tensor, mesh_face: Tensor, num: int,
                          f"[{int(mesh_face.min())}, {int(mesh_face.max())}]")
     if not isinstance(num, int) or isinstance(num, bool) or num <= 0:
         raise ValueError(f"num must be a positive int, got {num!r}")
-    v = mesh_pos.to(torch.float64).cpu()
-    f = mesh_face.cpu().long()
+    # NumPy arithmetic (single-threaded, fast for one mesh); random numbers from torch.
+    v = mesh_pos.detach().to("cpu", torch.float64).numpy()
+    f = mesh_face.detach().cpu().long().numpy()
     a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    area = torch.linalg.cross(b - a, c - a).norm(dim=1)
-    if not torch.isfinite(area).all():
+    area = np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    if not np.isfinite(area).all():
         raise ValueError("mesh_pos holds non-finite coordinates")
-    if float(area.sum()) <= 0:
+    if area.sum() <= 0:
         # Degenerate mesh (all faces have zero area): fall back to uniform face choice.
-        area = torch.ones_like(area)
-    face_idx = torch.multinomial(area, num, replacement=True, generator=generator)
-    uv = torch.rand(num, 2, generator=generator, dtype=torch.float64)
-    flip = uv.sum(dim=1) > 1
-    uv[flip] = 1 - uv[flip]
-    u, w = uv[:, :1], uv[:, 1:]
-    pts = a[face_idx] + u * (b[face_idx] - a[face_idx]) + w * (c[face_idx] - a[face_idx])
-    return pts.to(device=mesh_pos.device, dtype=mesh_pos.dtype)
+        area = np.ones_like(area)
+    cdf = np.cumsum(area)
+    cdf /= cdf[-1]
+    r = torch.rand(num, 3, generator=generator, dtype=torch.float64).numpy()
+    face_idx = np.minimum(np.searchsorted(cdf, r[:, 0], side="right"), len(cdf) - 1)
+    u, w = r[:, 1:2], r[:, 2:3]
+    flip = (u + w) > 1
+    u, w = np.where(flip, 1 - u, u), np.where(flip, 1 - w, w)
+    a, b, c = a[face_idx], b[face_idx], c[face_idx]
+    pts = a + u * (b - a) + w * (c - a)
+    return torch.from_numpy(pts).to(device=mesh_pos.device, dtype=mesh_pos.dtype)
 
 
 class SampleSurface(BaseTransform):
