@@ -62,7 +62,21 @@ def sequential_norm(a: Tensor) -> Tensor:
         sq = a[..., d] * a[..., d]
         acc = sq if acc is None else acc + sq
     assert acc is not None
-    return torch.sqrt(acc)
+    return correctly_rounded_sqrt(acc)
+
+
+def correctly_rounded_sqrt(v: Tensor) -> Tensor:
+    """IEEE (correctly rounded) square root, as ``std::sqrt`` in the kernels.
+
+    ``torch.sqrt`` on CPU may be off by one unit in the last place (it uses
+    SIMD approximations), so CPU tensors go through numpy's hardware sqrt;
+    CUDA's ``sqrt`` is correctly rounded already.
+    """
+    if v.device.type == "cpu":
+        import numpy as np
+
+        return torch.from_numpy(np.sqrt(v.detach().contiguous().numpy()))
+    return torch.sqrt(v)
 
 
 def cosine_distance(a: Tensor, b: Tensor, norm_a: Tensor, norm_b: Tensor) -> Tensor:
