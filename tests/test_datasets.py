@@ -350,3 +350,117 @@ def test_synthetic_shapes_noise_free_points_lie_in_the_mesh_box():
 def test_synthetic_shapes_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SyntheticShapes(**kwargs)
+
+
+# --------------------------------------------------------------------------- ModelNet (.off)
+from pointcmt_pyg.datasets.modelnet import MODELNET10_CLASSES, ModelNet  # noqa: E402
+
+
+def _write_modelnet_raw(root: Path) -> None:
+    for cls in ("bed", "chair"):
+        for split in ("train", "test"):
+            folder = root / "raw" / cls / split
+            folder.mkdir(parents=True)
+            for k in (2, 1) if split == "train" else (3,):  # written out of order on purpose
+                _write_off(folder / f"{cls}_{k:04d}.off", glued=(k == 1))
+
+
+def test_modelnet_pyg_layout_sorted_with_official_labels(tmp_path):
+    _write_modelnet_raw(tmp_path)
+    with pytest.warns(UserWarning, match="2 of 10 class folders"):
+        ds = ModelNet(tmp_path, name="10", train=True, num_points=100, download=False)
+    assert ds.classes == MODELNET10_CLASSES and ds.num_classes == 10
+    assert ds.sample_ids == ["bed/train/bed_0001", "bed/train/bed_0002", "chair/train/chair_0001", "chair/train/chair_0002"]
+    assert ds.labels.tolist() == [1, 1, 2, 2]  # official indices: bed = 1, chair = 2
+    data = ds[0]
+    assert data.pos.shape == (100, 3) and data.y.tolist() == [1]
+    torch.testing.assert_close(data.mesh_pos, torch.from_numpy(_TETRA_V))
+    assert torch.equal(data.mesh_face, torch.from_numpy(_TETRA_F))
+    torch.testing.assert_close(ds[0].pos, data.pos)  # sampling seeded by the sample id
+    assert not torch.equal(ds[1].pos, data.pos)  # same mesh, other id: other points
+    with pytest.warns(UserWarning):
+        test = ModelNet(tmp_path, name="10", train=False, num_points=10, download=False)
+    assert test.sample_ids == ["bed/test/bed_0003", "chair/test/chair_0003"]
+
+
+def test_modelnet_missing_data_says_where_to_put_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"ModelNet40 not found.*raw.*<class>.*train,test.*off"):
+        ModelNet(tmp_path / "none", name="40", download=False)
+    with pytest.raises(ValueError, match="name"):
+        ModelNet(tmp_path, name="20", download=False)
+
+
+def test_modelnet_rejects_unknown_class_folder_and_corrupt_mesh(tmp_path):
+    _write_modelnet_raw(tmp_path)
+    (tmp_path / "raw" / "spaceship" / "train").mkdir(parents=True)
+    with pytest.raises(ValueError, match="spaceship.*not ModelNet10 classes"):
+        ModelNet(tmp_path, download=False)
+    (tmp_path / "raw" / "spaceship" / "train").rmdir()
+    (tmp_path / "raw" / "spaceship").rmdir()
+    (tmp_path / "raw/bed/train/bed_0001.off").write_text("OFF\n3 1 0\n0 0 0\n")
+    with pytest.warns(UserWarning):
+        ds = ModelNet(tmp_path, download=False)
+    with pytest.raises(ValueError, match=r"bed_0001\.off.*truncated"):
+        ds[0]
+
+
+def test_modelnet_real_off_meshes(shared_data):
+    root = shared_data / "ModelNet_off" / "ModelNet10"
+    with pytest.warns(UserWarning, match="2 of 10"):
+        ds = ModelNet(root, name="10", train=True, download=False)
+    assert ds.sample_ids == ["sofa/train/sofa_0001", "table/train/table_0001"]
+    assert ds.labels.tolist() == [7, 8]
+    data = ds[1]
+    mesh_pos, mesh_face = read_off(ds.files[1])
+    assert torch.equal(data.mesh_pos, mesh_pos) and torch.equal(data.mesh_face, mesh_face)
+    assert data.pos.shape == (1024, 3)
+    assert bool((data.pos >= mesh_pos.amin(0) - 1e-4).all() and (data.pos <= mesh_pos.amax(0) + 1e-4).all())
+
+
+# --------------------------------------------------------------------------- ScanObjectNN
+from pointcmt_pyg.datasets.scanobjectnn import SCANOBJECTNN_CLASSES, ScanObjectNN  # noqa: E402
+
+
+def _write_h5(path: Path, n: int = 6, points: int = 2048, mask: bool = True, labels=None) -> np.ndarray:
+    h5py = pytest.importorskip("h5py")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.random.default_rng(n).standard_normal((n, points, 3)).astype(np.float32)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=data)
+        f.create_dataset("label", data=np.asarray(labels if labels is not None else np.arange(n) % 15, dtype=np.int64))
+        if mask:
+            f.create_dataset("mask", data=(np.arange(points)[None].repeat(n, 0) % 3 == 0).astype(np.int32) - 1)
+    return data
+
+
+def test_scanobjectnn_official_layout(tmp_path):
+    data = _write_h5(tmp_path / "h5_files/main_split/training_objectdataset_augmentedrot_scale75.h5")
+    ds = ScanObjectNN(tmp_path, variant="PB_T50_RS", split="train", num_points=1024)
+    assert len(ds) == 6 and ds.num_classes == 15 and ds.classes == SCANOBJECTNN_CLASSES
+    assert ds.labels.tolist() == [0, 1, 2, 3, 4, 5]
+    s = ds[4]
+    assert s.sample_id == "PB_T50_RS/train/00004" and s.y.tolist() == [4]
+    np.testing.assert_array_equal(s.pos.numpy(), data[4, :1024])
+    assert s.mask.shape == (1024,) and s.mask.dtype == torch.long and s.mask[:4].tolist() == [0, -1, -1, 0]
+    full = ScanObjectNN(tmp_path / "h5_files", variant="PB_T50_RS", num_points=None)
+    assert full[0].pos.shape == (2048, 3)
+    _write_h5(tmp_path / "main_split_nobg/test_objectdataset.h5", n=3, mask=False)
+    test = ScanObjectNN(tmp_path, variant="OBJ_ONLY", split="test")
+    assert len(test) == 3 and "mask" not in test[0] and test[2].sample_id == "OBJ_ONLY/test/00002"
+    with pytest.raises(FileNotFoundError, match=r"main_split[/\\]test_objectdataset\.h5"):
+        ScanObjectNN(tmp_path, variant="OBJ_BG", split="test")
+    with pytest.raises(ValueError, match="variant"):
+        ScanObjectNN(tmp_path, variant="PB_T25")
+
+
+def test_scanobjectnn_bad_files_name_the_file(tmp_path):
+    path = tmp_path / "main_split/training_objectdataset.h5"
+    _write_h5(path, n=3, labels=[0, 15, 2])
+    with pytest.raises(ValueError, match=r"training_objectdataset\.h5: label 15 of object 1"):
+        ScanObjectNN(tmp_path, variant="OBJ_BG")
+    path.write_bytes(b"not an h5 file")
+    with pytest.raises(ValueError, match=r"training_objectdataset\.h5: not a readable h5"):
+        ScanObjectNN(tmp_path, variant="OBJ_BG")
+    _write_h5(tmp_path / "x/main_split/training_objectdataset.h5", n=2, points=512)
+    with pytest.raises(ValueError, match="num_points=1024 exceeds"):
+        ScanObjectNN(tmp_path / "x", variant="OBJ_BG")

@@ -17,7 +17,8 @@ from .transforms import (
 )
 from .split import dataset_labels, stratified_split, subset, train_val_split
 from .folder import PointCloudFolder, read_shape
-from .modelnet import read_off
+from .modelnet import MODELNET10_CLASSES, MODELNET40_CLASSES, ModelNet, read_off
+from .scanobjectnn import SCANOBJECTNN_CLASSES, SCANOBJECTNN_FILES, ScanObjectNN
 from .synthetic import SYNTHETIC_CLASSES, SyntheticShapes
 
 __all__ = [
@@ -42,6 +43,20 @@ __all__ = [
     "PointCloudFolder",
     "read_shape",
     "read_off",
+    "ModelNet",
+    "MODELNET10_CLASSES",
+    "MODELNET40_CLASSES",
+    "ScanObjectNN",
+    "SCANOBJECTNN_CLASSES",
+    "SCANOBJECTNN_FILES",
     "SyntheticShapes",
     "SYNTHETIC_CLASSES",
 ]
+
+# The teacher-feature cache is owned by another module; export it when present.
+try:
+    from .features import *  # noqa: F401,F403
+    from .features import __all__ as _features_all
+except ImportError:  # pragma: no cover - module not written yet
+    _features_all = []
+__all__ += list(_features_all)

@@ -34,7 +34,6 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from .base import PointCloudDataset, check_sample_ids_unique, make_data, shallow, stable_seed
-from .modelnet import read_off
 from .root import resolve_root
 from .transforms import sample_surface
 
@@ -265,6 +264,8 @@ def read_shape(path: Union[str, os.PathLike]) -> Dict[str, object]:
     elif ext == ".ply":
         out["pos"], out["mesh_pos"], out["mesh_face"] = _read_ply(path)
     elif ext == ".off":
+        from .modelnet import read_off  # modelnet builds on this module
+
         out["mesh_pos"], out["mesh_face"] = read_off(path)
         out["pos"] = out["mesh_pos"]
     elif ext == ".obj":
@@ -338,20 +339,10 @@ class PointCloudFolder(PointCloudDataset):
                  pre_transform: Optional[Callable] = None, seed: int = 0, in_memory: bool = False,
                  cache_dir: Optional[Union[str, os.PathLike]] = None) -> None:
         root_path = resolve_root(root)
-        if not isinstance(split, str) or not split or "/" in split or os.sep in split:
-            raise ValueError(f"split must be a folder name such as 'train', got {split!r}")
-        if num_points is not None and (isinstance(num_points, bool) or not isinstance(num_points, int) or num_points <= 0):
-            raise ValueError(f"num_points must be a positive int or None, got {num_points!r}")
-        if sampling not in ("first", "random"):
-            raise ValueError(f"sampling must be 'first' or 'random', got {sampling!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        self._init_common(root_path, split, num_points, sampling, seed, transform, pre_transform)
         if not root_path.is_dir():
             raise ValueError(f"root {str(root_path)!r} is not a directory: expected "
                              f"root/<class>/{split}/<name>.<ext> (set POINTCMT_DATA or pass root)")
-        super().__init__(str(root_path), transform=transform, pre_transform=pre_transform)
-        self.root_path, self.split, self.num_points, self.sampling, self.seed = root_path, split, num_points, sampling, seed
-
         found = [e.name for e in _visible_entries(root_path) if e.is_dir()]
         if classes is None:
             class_list = found
@@ -395,10 +386,27 @@ class PointCloudFolder(PointCloudDataset):
                                      f"(supported: {', '.join(POINT_EXTENSIONS + MESH_EXTENSIONS)})")
                 files.append(folder / e.name)
                 labels.append(label)
-        self._classes = class_list
+        self._init_files(class_list, files, labels, in_memory, cache_dir)
+
+    def _init_common(self, root_path: Path, split: str, num_points: Optional[int], sampling: str, seed: int,
+                     transform: Optional[Callable], pre_transform: Optional[Callable]) -> None:
+        if not isinstance(split, str) or not split or "/" in split or os.sep in split:
+            raise ValueError(f"split must be a folder name such as 'train', got {split!r}")
+        if num_points is not None and (isinstance(num_points, bool) or not isinstance(num_points, int) or num_points <= 0):
+            raise ValueError(f"num_points must be a positive int or None, got {num_points!r}")
+        if sampling not in ("first", "random"):
+            raise ValueError(f"sampling must be 'first' or 'random', got {sampling!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        PointCloudDataset.__init__(self, str(root_path), transform=transform, pre_transform=pre_transform)
+        self.root_path, self.split, self.num_points, self.sampling, self.seed = root_path, split, num_points, sampling, seed
+
+    def _init_files(self, classes: List[str], files: List[Path], labels: List[int], in_memory: bool,
+                    cache_dir: Optional[Union[str, os.PathLike]]) -> None:
+        self._classes = list(classes)
         self._files = files
         self._labels = torch.tensor(labels, dtype=torch.long)
-        self._sample_ids = [f"{f.parent.parent.name}/{split}/{f.stem}" for f in files]
+        self._sample_ids = [f"{f.parent.parent.name}/{self.split}/{f.stem}" for f in files]
         check_sample_ids_unique(self._sample_ids, self._files)
         self._cache: Optional[List[Data]] = None
         if in_memory:
@@ -442,7 +450,7 @@ class PointCloudFolder(PointCloudDataset):
     def _load_all(self, cache_dir) -> List[Data]:
         cache_file = None
         if cache_dir is not None:
-            cache_file = Path(cache_dir) / f"pointcloudfolder_{self.split}_{self._fingerprint()}.pt"
+            cache_file = Path(cache_dir) / f"{type(self).__name__.lower()}_{self.split}_{self._fingerprint()}.pt"
             if cache_file.is_file():
                 blob = torch.load(cache_file, weights_only=True)
                 if blob["sample_ids"] == self._sample_ids:
