@@ -173,6 +173,25 @@ def test_folder_in_memory_cache(tmp_path):
     assert c[0].pos.shape == (16, 3) and len(list(cache.glob("*.pt"))) == 2  # other arguments: other file
 
 
+def test_folder_cache_of_fixed_size_clouds(tmp_path):
+    rng = np.random.default_rng(2)
+    for cls in ("a", "b"):
+        (tmp_path / "d" / cls / "train").mkdir(parents=True)
+        for k in range(3):
+            np.save(tmp_path / "d" / cls / "train" / f"{k}.npy", rng.standard_normal((20, 3)).astype(np.float32))
+    lazy = PointCloudFolder(tmp_path / "d", num_points=20)
+    a = PointCloudFolder(tmp_path / "d", num_points=20, in_memory=True, cache_dir=tmp_path / "c")
+    b = PointCloudFolder(tmp_path / "d", num_points=20, in_memory=True, cache_dir=tmp_path / "c")
+    assert len(list((tmp_path / "c").glob("*.pt"))) == 1
+    for i in range(len(lazy)):
+        for other in (a, b):
+            assert other[i].sample_id == lazy[i].sample_id and torch.equal(other[i].y, lazy[i].y)
+            torch.testing.assert_close(other[i].pos, lazy[i].pos)
+    np.save(tmp_path / "d/a/train/0.npy", np.zeros((20, 3), dtype=np.float32) + 1)  # changed file: new cache
+    c = PointCloudFolder(tmp_path / "d", num_points=20, in_memory=True, cache_dir=tmp_path / "c")
+    torch.testing.assert_close(c[0].pos, torch.ones(20, 3))
+
+
 def test_folder_rejects_unknown_extension(tmp_path):
     (tmp_path / "a/train").mkdir(parents=True)
     np.save(tmp_path / "a/train/ok.npy", np.zeros((4, 3)))

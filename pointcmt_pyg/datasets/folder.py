@@ -453,20 +453,31 @@ class PointCloudFolder(PointCloudDataset):
             cache_file = Path(cache_dir) / f"{type(self).__name__.lower()}_{self.split}_{self._fingerprint()}.pt"
             if cache_file.is_file():
                 blob = torch.load(cache_file, weights_only=True)
-                if blob["sample_ids"] == self._sample_ids:
-                    return [self._from_blob(blob, i) for i in range(len(self._sample_ids))]
+                if blob.get("sample_ids") == self._sample_ids:
+                    return self._from_blob(blob)
         samples = [self._read(i) for i in range(len(self._files))]
         if cache_file is not None:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            blob = {"sample_ids": self._sample_ids, "samples": [d.to_dict() for d in samples]}
-            tmp = cache_file.with_suffix(".tmp")
-            torch.save(blob, tmp)
+            tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+            torch.save(self._to_blob(samples), tmp)
             os.replace(tmp, cache_file)
         return samples
 
+    def _to_blob(self, samples: List[Data]) -> dict:
+        keys = set(samples[0].keys()) if samples else set()
+        same_keys = all(set(d.keys()) == keys for d in samples)
+        same_shape = len({tuple(d.pos.shape) for d in samples}) == 1
+        if same_keys and keys == {"pos", "y", "sample_id"} and same_shape:
+            # Fixed-size point clouds: one stacked tensor loads much faster than thousands of dicts.
+            return {"sample_ids": self._sample_ids, "pos": torch.stack([d.pos for d in samples]),
+                    "y": torch.cat([d.y for d in samples])}
+        return {"sample_ids": self._sample_ids, "samples": [d.to_dict() for d in samples]}
+
     @staticmethod
-    def _from_blob(blob, i: int) -> Data:
-        return Data.from_dict(blob["samples"][i])
+    def _from_blob(blob: dict) -> List[Data]:
+        if "samples" in blob:
+            return [Data.from_dict(d) for d in blob["samples"]]
+        return [make_data(pos, int(y), sid) for pos, y, sid in zip(blob["pos"], blob["y"], blob["sample_ids"])]
 
     def get(self, idx: int) -> Data:
         if self._cache is not None:
