@@ -7,12 +7,19 @@ Used by PointCMT (`Yan et al., NeurIPS 2022 <https://arxiv.org/abs/2210.04208>`_
 whose teacher renders the meshes.
 """
 import os
+import urllib.request
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
+
+# folder.py imports read_off from here lazily (inside read_shape), so this is not circular.
+from .folder import PointCloudFolder, _visible_entries
+from .root import default_data_root
 
 __all__ = ["read_off", "ModelNet", "MODELNET10_CLASSES", "MODELNET40_CLASSES"]
 
@@ -91,15 +98,6 @@ def read_off(path: Union[str, os.PathLike]) -> Tuple[Tensor, Tensor]:
         raise ValueError(f"{path}: OFF face indices must lie in [0, {nv})")
     return torch.from_numpy(verts.astype(np.float32)), torch.from_numpy(np.ascontiguousarray(faces))
 
-
-# The dataset builds on PointCloudFolder, which itself uses read_off above.
-import warnings  # noqa: E402
-import urllib.request  # noqa: E402
-import zipfile  # noqa: E402
-from typing import Callable, List, Optional  # noqa: E402
-
-from .folder import PointCloudFolder  # noqa: E402
-from .root import default_data_root  # noqa: E402
 
 MODELNET10_CLASSES = ["bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet"]
 MODELNET40_CLASSES = [
@@ -245,5 +243,3 @@ class ModelNet(PointCloudFolder):
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}{self.name}({len(self)}, split={self.split!r})"
 
-
-from .folder import _visible_entries  # noqa: E402
