@@ -1,0 +1,237 @@
+"""k nearest neighbours: exact neighbours and distances against an
+independent brute force (numpy), PyG 2.8 edge layout for knn / knn_graph, the
+dense form, cosine distance, opcheck, torch.compile, bad inputs, torch_cluster
+and CUDA cross-checks."""
+import numpy as np
+import pytest
+import torch
+
+import pointcmt_pyg.ops as ops
+from pointcmt_pyg.ops import _reference
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DTYPES = [torch.float32, torch.float64]
+
+
+def seq_sqdist(points: np.ndarray, q: np.ndarray) -> np.ndarray:
+    diff = points[:, 0] - q[0]
+    acc = diff * diff
+    for d in range(1, points.shape[1]):
+        diff = points[:, d] - q[d]
+        acc = acc + diff * diff
+    return acc
+
+
+def seq_norm(points: np.ndarray) -> np.ndarray:
+    acc = points[:, 0] * points[:, 0]
+    for d in range(1, points.shape[1]):
+        acc = acc + points[:, d] * points[:, d]
+    return np.sqrt(acc)
+
+
+def cosine_dist(points: np.ndarray, q: np.ndarray) -> np.ndarray:
+    dot = points[:, 0] * q[0]
+    for d in range(1, points.shape[1]):
+        dot = dot + points[:, d] * q[d]
+    denom = seq_norm(q[None])[0] * seq_norm(points)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denom > 0, 1 - dot / np.where(denom > 0, denom, 1), np.ones_like(dot))
+
+
+def brute_knn(x, y, k, counts_x, counts_y, cosine=False):
+    """Padded (dist, idx) sorted by (dist, idx), -1 / inf when missing."""
+    xs, ys = x.numpy(), y.numpy()
+    dist = np.full((len(ys), k), np.inf, dtype=xs.dtype)
+    idx = np.full((len(ys), k), -1, dtype=np.int64)
+    px, py = np.cumsum([0] + counts_x), np.cumsum([0] + counts_y)
+    for b in range(len(counts_y)):
+        pts = xs[px[b]:px[b + 1]]
+        for i in range(py[b], py[b + 1]):
+            if len(pts) == 0:
+                continue
+            d = cosine_dist(pts, ys[i]) if cosine else seq_sqdist(pts, ys[i])
+            order = np.lexsort((np.arange(len(pts)), d))[:k]
+            dist[i, :len(order)] = d[order]
+            idx[i, :len(order)] = order + px[b]
+    return dist, idx
+
+
+def edges_from(idx):
+    rows, cols = [], []
+    for i, row in enumerate(idx):
+        for j in row:
+            if j >= 0:
+                rows.append(i)
+                cols.append(int(j))
+    return [rows, cols]
+
+
+def cloud(counts, dim, dtype, ties=False, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(sum(counts), dim, generator=gen, dtype=dtype)
+    if ties:
+        x = (x * 3).round() / 3
+    return x, torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts, dtype=torch.long))
+
+
+def test_hand_made():
+    x = torch.tensor([[0.0], [1.0], [3.0], [6.0]])
+    y = torch.tensor([[2.1], [0.0]])
+    assert ops.knn(x, y, 2).tolist() == [[0, 0, 1, 1], [2, 1, 0, 1]]
+    # Query 0.5 is as far from 0 as from 1: the lower index wins.
+    assert ops.knn(x, torch.tensor([[0.5]]), 1).tolist() == [[0], [0]]
+    # PyG's docstring example.
+    x = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
+    y = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])
+    assert ops.knn(x, y, 2).tolist() == [[0, 0, 1, 1], [0, 1, 2, 3]]
+    assert ops.knn_graph(x, 2, loop=False).tolist() == [[1, 2, 0, 3, 0, 3, 1, 2], [0, 0, 1, 1, 2, 2, 3, 3]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim", [1, 3, 16])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("cosine", [False, True])
+def test_matches_brute_force_on_ragged_batches(dtype, dim, ties, cosine):
+    counts_x, counts_y = [1, 40, 3, 70, 0, 9], [2, 25, 4, 30, 3, 1]
+    x, bx = cloud(counts_x, dim, dtype, ties, seed=dim)
+    y, by = cloud(counts_y, dim, dtype, ties, seed=dim + 100)
+    if cosine:
+        x[5] = 0  # a zero vector: similarity 0, distance 1
+    ptr_x = torch.tensor(np.cumsum([0] + counts_x))
+    ptr_y = torch.tensor(np.cumsum([0] + counts_y))
+    for k in (1, 4, 50):
+        want_d, want_i = brute_knn(x, y, k, counts_x, counts_y, cosine)
+        dist, idx = torch.ops.pointcmt.knn(x, y, ptr_x, ptr_y, k, cosine)
+        assert idx.tolist() == want_i.tolist()
+        assert np.array_equal(dist.numpy(), want_d)  # bit for bit
+        ref_d, ref_i = _reference.knn_reference(x, y, ptr_x, ptr_y, k, cosine)
+        assert torch.equal(idx, ref_i) and torch.equal(dist, ref_d)
+        edges = ops.knn(x, y, k, bx, by, cosine=cosine, batch_size=len(counts_x))
+        assert edges.tolist() == edges_from(want_i)
+
+
+def test_clouds_smaller_than_k_and_trailing_clouds():
+    x = torch.tensor([[0.0], [1.0], [5.0]])
+    y = torch.tensor([[0.0], [5.0]])
+    # Cloud 1 of x has one point: the query there gets one neighbour only.
+    assert ops.knn(x, y, 2, torch.tensor([0, 0, 1]), torch.tensor([0, 1])).tolist() == [[0, 0, 1], [0, 1, 2]]
+    # x has a trailing cloud with no queries.
+    assert ops.knn(x, y[:1], 1, torch.tensor([0, 0, 1]), torch.tensor([0])).tolist() == [[0], [0]]
+
+
+@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize("flow", ["source_to_target", "target_to_source"])
+def test_knn_graph_is_pyg_semantics(loop, flow):
+    counts = [30, 1, 12]
+    x, batch = cloud(counts, 3, torch.float32, ties=True, seed=4)
+    k = 5
+    _, idx = brute_knn(x, x, k if loop else k + 1, counts, counts)
+    rows, cols = edges_from(idx)
+    if not loop:
+        keep = [r != c for r, c in zip(rows, cols)]
+        rows = [r for r, kp in zip(rows, keep) if kp]
+        cols = [c for c, kp in zip(cols, keep) if kp]
+    want = [cols, rows] if flow == "source_to_target" else [rows, cols]
+    assert ops.knn_graph(x, k, batch, loop=loop, flow=flow).tolist() == want
+
+
+def test_knn_graph_duplicates_keep_pyg_edge_count():
+    # Three copies of one point and k=1: point 2's two nearest are 0 and 1
+    # (ties to the lower index), neither is itself, so PyG keeps both edges.
+    x = torch.zeros(3, 2)
+    edges = ops.knn_graph(x, 1, flow="target_to_source")
+    assert edges.tolist() == [[0, 1, 2, 2], [1, 0, 0, 1]]
+
+
+def test_knn_dense_matches_packed_and_pads():
+    x = torch.rand(3, 10, 4, dtype=torch.float64)
+    y = torch.rand(3, 6, 4, dtype=torch.float64)
+    dist, idx = ops.knn_dense(x, y, 4)
+    assert dist.shape == idx.shape == (3, 6, 4)
+    for b in range(3):
+        want_d, want_i = brute_knn(x[b], y[b], 4, [10], [6])
+        assert idx[b].tolist() == want_i.tolist() and np.array_equal(dist[b].numpy(), want_d)
+    dist, idx = ops.knn_dense(x, y, 12)
+    assert (idx[..., 10:] == -1).all() and torch.isinf(dist[..., 10:]).all()
+    assert idx[..., :10].sort(dim=-1).values.tolist() == [[list(range(10))] * 6] * 3
+    cd, ci = ops.knn_dense(x, y, 3, cosine=True)
+    want_d, want_i = brute_knn(x[1], y[1], 3, [10], [6], cosine=True)
+    assert ci[1].tolist() == want_i.tolist() and np.array_equal(cd[1].numpy(), want_d)
+
+
+def test_opcheck():
+    x, _ = cloud([7, 12], 3, torch.float32, ties=True)
+    y, _ = cloud([3, 5], 3, torch.float32, seed=1)
+    for cosine in (False, True):
+        args = (x, y, torch.tensor([0, 7, 19]), torch.tensor([0, 3, 8]), 9, cosine)
+        torch.library.opcheck(torch.ops.pointcmt.knn.default, args)
+
+
+def test_torch_compile_fullgraph():
+    x = torch.rand(64, 3)
+
+    def search(points):
+        dense = points.view(4, 16, 3)
+        return ops.knn(points, points[:10], 5), ops.knn_dense(dense, dense, 4)[1]
+
+    compiled = torch.compile(search, fullgraph=True, backend="aot_eager")
+    got, want = compiled(x), search(x)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_torch_compile_batched_graph_with_dynamic_output_shapes():
+    x, batch = cloud([20, 30, 14], 3, torch.float32)
+    fn = lambda p, b: ops.knn_graph(p, 6, b, batch_size=3)  # noqa: E731
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        got = torch.compile(fn, fullgraph=True, backend="aot_eager")(x, batch)
+    assert torch.equal(got, fn(x, batch))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: ops.knn(torch.rand(4, 3), torch.rand(2, 2), 1), ValueError, "'x' and 'y'"),
+    (lambda: ops.knn(torch.rand(4, 3), torch.rand(2, 3).double(), 1), TypeError, "same dtype"),
+    (lambda: ops.knn(torch.rand(4, 3), torch.rand(2, 3), 0), ValueError, "'k'"),
+    (lambda: ops.knn(torch.rand(4, 3), torch.rand(2, 3), 2.0), TypeError, "'k'"),
+    (lambda: ops.knn(torch.rand(4, 3, 1), torch.rand(2, 3), 1), ValueError, "'x'"),
+    (lambda: ops.knn(torch.rand(4, 3), torch.rand(0, 3), 1), ValueError, "'y'"),
+    (lambda: ops.knn(torch.rand(4, 3).half(), torch.rand(2, 3).half(), 1), TypeError, "'x'"),
+    (lambda: ops.knn(torch.tensor([[float("nan")]]), torch.rand(2, 1), 1), ValueError, "NaN"),
+    (lambda: ops.knn(torch.rand(4, 3), torch.rand(2, 3), 1, torch.tensor([0, 1, 0, 1])), ValueError, "sorted"),
+    (lambda: ops.knn(torch.rand(4, 3), torch.rand(2, 3), 1, None, torch.tensor([0])), ValueError, "'batch_y'"),
+    (lambda: ops.knn(torch.rand(4, 3), torch.rand(2, 3), 1, cosine=1), TypeError, "'cosine'"),
+    (lambda: ops.knn_graph(torch.rand(4, 3), 2, flow="up"), ValueError, "'flow'"),
+    (lambda: ops.knn_graph(torch.rand(4, 3), -1), ValueError, "'k'"),
+    (lambda: ops.knn_graph(torch.rand(4, 3), 2, loop=None), TypeError, "'loop'"),
+    (lambda: ops.knn_dense(torch.rand(2, 4, 3), torch.rand(3, 4, 3), 2), ValueError, "clouds"),
+    (lambda: ops.knn_dense(torch.rand(4, 3), torch.rand(4, 3), 2), ValueError, "'x'"),
+])
+def test_bad_inputs(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_agrees_with_torch_cluster():
+    torch_cluster = pytest.importorskip("torch_cluster")
+    x, bx = cloud([100, 37, 64], 3, torch.float64, seed=21)
+    y, by = cloud([20, 10, 30], 3, torch.float64, seed=22)
+    assert torch.equal(ops.knn(x, y, 8, bx, by), torch_cluster.knn(x, y, 8, bx, by))
+    for loop in (False, True):
+        assert torch.equal(ops.knn_graph(x, 6, bx, loop=loop), torch_cluster.knn_graph(x, 6, bx, loop=loop))
+
+
+@cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("cosine", [False, True])
+def test_cuda_matches_cpu(dtype, ties, cosine):
+    counts_x, counts_y = [1, 300, 5, 1024, 0, 77], [2, 100, 4, 1024, 3, 50]
+    for dim in (1, 3, 64):
+        x, _ = cloud(counts_x, dim, dtype, ties, seed=dim)
+        y, _ = cloud(counts_y, dim, dtype, ties, seed=dim + 1)
+        px, py = torch.tensor(np.cumsum([0] + counts_x)), torch.tensor(np.cumsum([0] + counts_y))
+        for k in (1, 20, 40):
+            want = torch.ops.pointcmt.knn(x, y, px, py, k, cosine)
+            got = torch.ops.pointcmt.knn(x.cuda(), y.cuda(), px.cuda(), py.cuda(), k, cosine)
+            assert torch.equal(got[1].cpu(), want[1]) and torch.equal(got[0].cpu(), want[0])
+    dense = torch.rand(4, 1024, 3, dtype=dtype)
+    assert torch.equal(ops.knn_dense(dense.cuda(), dense.cuda(), 20)[1].cpu(), ops.knn_dense(dense, dense, 20)[1])
