@@ -12,6 +12,10 @@ width ``.feat_dim``), which is where
 
     from pointcmt_pyg.models import get_model
     model = get_model("dgcnn", num_classes=40)      # or DGCNN(40)
+
+A model written against ``torch_geometric.nn`` (``fps``, ``knn``, ``radius``,
+``DynamicEdgeConv``, ...) runs unchanged inside :func:`use_pointcmt_ops`
+(see ``docs/using_our_ops.md``).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from torch.nn import Module
 from .dgcnn import DGCNN, DynamicEdgeConv
 from .point_transformer import PointTransformer
 from .pointnet2 import PointNet2, PointNet2MSG
+from .pyg_patch import PygOpsPatch, pointcmt_ops_active, use_pointcmt_ops
 
 __all__ = [
     "PointNet2",
@@ -29,6 +34,9 @@ __all__ = [
     "DGCNN",
     "DynamicEdgeConv",
     "PointTransformer",
+    "use_pointcmt_ops",
+    "pointcmt_ops_active",
+    "PygOpsPatch",
     "MODELS",
     "get_model",
     "list_models",
