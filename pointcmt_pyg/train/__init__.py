@@ -1,0 +1,27 @@
+r"""Training for the three PointCMT stages (`paper <https://arxiv.org/abs/2210.04208>`_):
+one :class:`Trainer` (progress bars, OA/mAcc, seeds, atomic checkpoints, exact
+resume, selection on a validation split, ``torchrun``/DDP), metrics, and the
+stage functions :func:`train_teacher`, :func:`train_cmpg`, :func:`train_student`.
+"""
+from .checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from .metrics import (MetricAccumulator, class_accuracies, confusion_matrix,
+                      mean_class_accuracy, overall_accuracy)
+from .trainer import History, Trainer, default_step, epoch_seed, seed_everything
+from . import distributed
+
+__all__ = [
+    "Trainer",
+    "History",
+    "default_step",
+    "seed_everything",
+    "epoch_seed",
+    "atomic_save",
+    "atomic_write_text",
+    "load_checkpoint",
+    "confusion_matrix",
+    "overall_accuracy",
+    "class_accuracies",
+    "mean_class_accuracy",
+    "MetricAccumulator",
+    "distributed",
+]
