@@ -1,0 +1,67 @@
+// Radius search, CUDA: one thread per query, brute force over the points of
+// its cloud in ascending index order, stopping at max_num_neighbors hits, so
+// the kept neighbours are the lowest-index ones, exactly as on CPU.
+#include <torch/library.h>
+
+#include "cuda/common.cuh"
+
+namespace pointcmt {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 128;
+
+template <typename scalar_t>
+__global__ void radius_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ y,
+                              const int64_t* __restrict__ ptr_x, const int64_t* __restrict__ ptr_y,
+                              int64_t num_clouds, int64_t num_points, int64_t num_queries, int64_t dim,
+                              scalar_t r2, int64_t max_num, int64_t* __restrict__ out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= num_queries) return;
+  const int64_t b = cloud_of(ptr_y, num_clouds, i);
+  const int64_t first = ptr_x[b], last = ptr_x[b + 1];
+  if (first < 0 || last > num_points) return;
+  const scalar_t* q = y + i * dim;
+  int64_t* row = out + i * max_num;
+  int64_t found = 0;
+  for (int64_t j = first; j < last && found < max_num; ++j) {
+    if (sqdist(x + j * dim, q, dim) < r2) row[found++] = j;
+  }
+}
+
+at::Tensor radius_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& ptr_x,
+                       const at::Tensor& ptr_y, double r, int64_t max_num_neighbors) {
+  check_cuda_points(x, "x");
+  check_cuda_points(y, "y");
+  check_cuda_index(ptr_x, x, "ptr_x");
+  check_cuda_index(ptr_y, x, "ptr_y");
+  TORCH_CHECK(x.device() == y.device(), "pointcmt::radius: 'x' and 'y' must be on the same device");
+  TORCH_CHECK(x.scalar_type() == y.scalar_type(), "pointcmt::radius: 'x' and 'y' must have the same dtype");
+  TORCH_CHECK(x.size(1) == y.size(1) && x.size(1) >= 1,
+              "pointcmt::radius: 'x' and 'y' must have the same number of coordinates D >= 1");
+  TORCH_CHECK(r > 0, "pointcmt::radius: 'r' must be positive, got ", r);
+  TORCH_CHECK(max_num_neighbors >= 1, "pointcmt::radius: 'max_num_neighbors' must be >= 1, got ",
+              max_num_neighbors);
+  TORCH_CHECK(ptr_x.numel() >= 2 && ptr_x.numel() == ptr_y.numel(),
+              "pointcmt::radius: 'ptr_x' and 'ptr_y' must describe the same clouds");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t num_queries = y.size(0);
+  auto out = at::full({num_queries, max_num_neighbors}, -1, y.options().dtype(at::kLong));
+  if (num_queries == 0 || x.size(0) == 0) return out;
+  auto xc = x.contiguous(), yc = y.contiguous(), px = ptr_x.contiguous(), py = ptr_y.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pointcmt_radius_cuda", [&] {
+    // r * r in double, rounded once to the points' dtype (as on CPU).
+    const scalar_t r2 = static_cast<scalar_t>(r * r);
+    radius_kernel<scalar_t><<<blocks_for(num_queries, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        xc.data_ptr<scalar_t>(), yc.data_ptr<scalar_t>(), px.data_ptr<int64_t>(), py.data_ptr<int64_t>(),
+        px.numel() - 1, xc.size(0), num_queries, xc.size(1), r2, max_num_neighbors, out.data_ptr<int64_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace pointcmt
+
+TORCH_LIBRARY_IMPL(pointcmt, CUDA, m) { m.impl("radius", &pointcmt::cuda::radius_cuda); }
