@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
-from torch.nn import Module
+from torch.nn import Linear, Module
 
 from torch_geometric.nn import MLP, MessagePassing, global_max_pool
 from torch_geometric.nn.inits import reset
@@ -99,7 +99,7 @@ class DGCNN(Module):
 
         conv1 = DynamicEdgeConv(MLP([2 * (3 + F), 64, 64, 64]), k)
         conv2 = DynamicEdgeConv(MLP([2 * 64, 128]), k)
-        lin1  = MLP([128 + 64, 1024])        (one linear layer)
+        lin1  = Linear(128 + 64, 1024)
         global max pool                      -> global feature (1024)
         mlp   = MLP([1024, 512, 256, num_classes], dropout=0.5, norm=None)
 
@@ -131,7 +131,7 @@ class DGCNN(Module):
         self.feat_dim = 1024
         self.conv1 = DynamicEdgeConv(MLP([2 * (3 + in_channels), 64, 64, 64]), k, aggr)
         self.conv2 = DynamicEdgeConv(MLP([2 * 64, 128]), k, aggr)
-        self.lin1 = MLP([128 + 64, self.feat_dim])
+        self.lin1 = Linear(128 + 64, self.feat_dim)
         self.mlp = MLP([self.feat_dim, 512, 256, num_classes], dropout=dropout, norm=None)
 
     def features(self, data: Any) -> Tensor:
