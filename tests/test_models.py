@@ -525,3 +525,19 @@ def test_patched_pyg_dynamic_edge_conv_equals_ours():
     # A PyG layer built under the patch needs the patch again to run.
     with pytest.raises(AttributeError):
         pyg_conv(x, batch)
+
+
+@needs_no_pyg_lib
+def test_patched_operators_pass_opcheck():
+    from torch.library import opcheck
+    x = torch.rand(20, 3)
+    ptr = torch.tensor([0, 8, 20])
+    with use_pointcmt_ops():
+        cases = [
+            (torch.ops.pyg.knn.default, (x, x, ptr, ptr, 3)),
+            (torch.ops.pyg.radius.default, (x, x, ptr, ptr, 0.4, 5, 1, True)),
+            (torch.ops.pyg.fps.default, (x, ptr, 0.5, False)),
+            (torch.ops.pyg.nearest.default, (x, x[:5], ptr, torch.tensor([0, 3, 5]))),
+        ]
+        for op, args in cases:
+            opcheck(op, args, test_utils=("test_schema", "test_faketensor"))

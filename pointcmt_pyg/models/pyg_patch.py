@@ -109,7 +109,7 @@ def _pyg_nearest(x: Tensor, y: Tensor, ptr_x: Optional[Tensor] = None, ptr_y: Op
                          _ptr_to_batch(ptr_y, y.shape[0], "ptr_y"), batch_size=_batch_size(ptr_x, ptr_y))
     if edge_index.shape[1] != y.shape[0]:
         raise ValueError("nearest: some rows of 'y' belong to a cloud with no rows in 'x'")
-    return edge_index[1]
+    return edge_index[1].clone()  # a fresh tensor, not a view (operator contract)
 
 
 # The dispatcher leaves out trailing arguments equal to their schema defaults,
