@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Tuple
 
-import torch
 from torch import Tensor
 from torch.nn import BatchNorm1d, Linear, Module, ModuleList, ReLU, Sequential
 
