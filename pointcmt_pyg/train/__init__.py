@@ -7,6 +7,7 @@ from .checkpoint import atomic_save, atomic_write_text, load_checkpoint
 from .metrics import (MetricAccumulator, class_accuracies, confusion_matrix,
                       mean_class_accuracy, overall_accuracy)
 from .trainer import History, Trainer, default_step, epoch_seed, seed_everything
+from .stages import StageResult, train_cmpg, train_student, train_teacher
 from . import distributed
 
 __all__ = [
@@ -23,5 +24,9 @@ __all__ = [
     "class_accuracies",
     "mean_class_accuracy",
     "MetricAccumulator",
+    "StageResult",
+    "train_teacher",
+    "train_cmpg",
+    "train_student",
     "distributed",
 ]
