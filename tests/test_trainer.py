@@ -376,3 +376,17 @@ def test_load_checkpoint_errors_name_the_file(tmp_path):
         load_checkpoint(broken)
     with pytest.raises(ValueError, match="directory"):
         atomic_save({}, tmp_path)
+
+
+def test_compiled_forward_trains_and_checkpoints_the_plain_model(tmp_path):
+    # backend="eager" exercises the torch.compile wiring (dynamo tracing) without
+    # a C++ toolchain; the checkpoint holds the user's module, not the wrapper.
+    data = DataLoader(make_set(12, seed=11), batch_size=6, shuffle=True)
+    eager = make_trainer(tmp_path / "eager", seed=3)
+    eager.fit(data, epochs=1)
+    compiled = make_trainer(tmp_path / "compiled", seed=3, compile={"backend": "eager"})
+    compiled.fit(data, epochs=1)
+    state = load_checkpoint(tmp_path / "compiled" / "last.pt")["model"]
+    assert state.keys() == eager.model.state_dict().keys()
+    for key, value in eager.model.state_dict().items():
+        torch.testing.assert_close(state[key], value, rtol=1e-5, atol=1e-6)
