@@ -128,6 +128,38 @@ def test_train_teacher_rejects_bad_views():
         train_teacher(TinyTeacher(), data, label_smoothing=1.0, device="cpu")
 
 
+class KilledAfter(list):
+    """A dataset whose item fetches raise KeyboardInterrupt after `limit` fetches."""
+
+    def __init__(self, items, limit):
+        super().__init__(items)
+        self.limit, self.fetches = limit, 0
+
+    def __getitem__(self, index):
+        self.fetches += 1
+        if self.fetches > self.limit:
+            raise KeyboardInterrupt("killed")
+        return super().__getitem__(index)
+
+
+def test_train_teacher_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
+    train, val = make_set(12, 1), make_set(6, 2)
+    kwargs = dict(epochs=3, batch_size=4, lr=1e-2, device="cpu", progress=False, seed=3)
+    seed_everything(0)
+    full = train_teacher(TinyTeacher(), train, val, out_dir=tmp_path / "full", **kwargs)
+    seed_everything(0)
+    with pytest.raises(KeyboardInterrupt):            # dies in epoch 2, after 5 fetches
+        train_teacher(TinyTeacher(), KilledAfter(train, 12 + 5), val,
+                      out_dir=tmp_path / "run", **kwargs)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    seed_everything(99)                               # a new process, another init
+    resumed = train_teacher(TinyTeacher(), train, val, out_dir=tmp_path / "run", resume=True,
+                            **kwargs)
+    assert resumed.history["train_loss"] == full.history["train_loss"]
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 # ------------------------------------------------------------------ stage II
 def test_resample_points_is_deterministic():
     g = torch.Generator().manual_seed(0)
@@ -201,6 +233,38 @@ def test_train_cmpg_computes_features_from_views_with_a_frozen_teacher():
     wide.in_dim = FEAT + 1
     with pytest.raises(ValueError, match="feature sizes do not fit"):
         train_cmpg(wide, data, teacher=teacher, epochs=1, device="cpu", progress=False)
+
+
+class KilledAfter(list):
+    """A dataset whose item fetches raise KeyboardInterrupt after `limit` fetches."""
+
+    def __init__(self, items, limit):
+        super().__init__(items)
+        self.limit, self.fetches = limit, 0
+
+    def __getitem__(self, index):
+        self.fetches += 1
+        if self.fetches > self.limit:
+            raise KeyboardInterrupt("killed")
+        return super().__getitem__(index)
+
+
+def test_train_teacher_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
+    train, val = make_set(12, 1), make_set(6, 2)
+    kwargs = dict(epochs=3, batch_size=4, lr=1e-2, device="cpu", progress=False, seed=3)
+    seed_everything(0)
+    full = train_teacher(TinyTeacher(), train, val, out_dir=tmp_path / "full", **kwargs)
+    seed_everything(0)
+    with pytest.raises(KeyboardInterrupt):            # dies in epoch 2, after 5 fetches
+        train_teacher(TinyTeacher(), KilledAfter(train, 12 + 5), val,
+                      out_dir=tmp_path / "run", **kwargs)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    seed_everything(99)                               # a new process, another init
+    resumed = train_teacher(TinyTeacher(), train, val, out_dir=tmp_path / "run", resume=True,
+                            **kwargs)
+    assert resumed.history["train_loss"] == full.history["train_loss"]
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 # ------------------------------------------------------------------ stage III
