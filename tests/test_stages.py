@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch import nn
 from torch_geometric.data import Data
-from torch_geometric.loader import DataLoader
 from torch_geometric.nn import global_max_pool
 
 from pointcmt_pyg.datasets.transforms import normalize_bbox

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
-from torch import Tensor
 
 __all__ = ["plot_training_curves", "plot_confusion_matrix", "CURVE_LABELS"]
 
