@@ -1,0 +1,20 @@
+r"""View rendering for PointCMT's image teacher (`paper <https://arxiv.org/abs/2210.04208>`_).
+
+* :func:`render_points` / :class:`PointRenderer`: batched point clouds to
+  depth images (orthographic projection, z-buffer by scatter-min), pure torch.
+* :func:`render_mesh`: triangle meshes to depth / shaded-normal images with
+  open3d's headless ``RaycastingScene`` (no OpenGL).
+* :func:`save_montage`: a PNG of one shape's views, to look at what the teacher sees.
+* :class:`RenderViews`: a PyG transform that puts ``views`` ``[1, V, C, H, W]``
+  on each ``Data`` (mesh when present, else points), with an optional disk cache.
+"""
+from .cameras import LAYOUTS, camera_directions, view_frames
+from .points import PointRenderer, render_points
+
+__all__ = [
+    "LAYOUTS",
+    "camera_directions",
+    "view_frames",
+    "PointRenderer",
+    "render_points",
+]

@@ -1,0 +1,158 @@
+"""Tests of pointcmt_pyg.render: cameras, point projection, mesh ray-casting,
+montage, RenderViews transform (with cache)."""
+import math
+
+import pytest
+import torch
+
+from pointcmt_pyg.render.cameras import camera_directions, view_frames
+from pointcmt_pyg.render.points import PointRenderer, render_points
+
+from conftest import cuda
+
+
+# ----------------------------------------------------------------- cameras
+@pytest.mark.parametrize("num_views,layout", [(6, "axes"), (12, "ring"), (20, "dodecahedron"),
+                                              (7, "sphere"), (3, "ring")])
+def test_view_frames_are_right_handed_orthonormal(num_views, layout):
+    dirs = camera_directions(num_views, layout=layout)
+    assert dirs.shape == (num_views, 3)
+    torch.testing.assert_close(dirs.norm(dim=1), torch.ones(num_views, dtype=torch.float64))
+    frames, half_width, depth_range = view_frames(dirs, padding=0.0)
+    eye = torch.eye(3, dtype=torch.float64).expand(num_views, 3, 3)
+    torch.testing.assert_close(frames @ frames.transpose(1, 2), eye)
+    torch.testing.assert_close(torch.linalg.det(frames), torch.ones(num_views, dtype=torch.float64))
+    torch.testing.assert_close(frames[:, 2], dirs)
+    # The window holds the projection of every corner of the unit cube, tightly.
+    corners = torch.tensor([[x, y, z] for x in (-.5, .5) for y in (-.5, .5) for z in (-.5, .5)],
+                           dtype=torch.float64)
+    proj = torch.einsum("vij,cj->vci", frames, corners)               # [V, 8, 3]
+    torch.testing.assert_close(proj[..., :2].abs().amax(dim=(1, 2)), half_width)
+    torch.testing.assert_close(proj[..., 2].amax(dim=1) - proj[..., 2].amin(dim=1), depth_range)
+
+
+def test_dodecahedron_and_ring_geometry():
+    dirs = camera_directions(20)                                       # auto -> dodecahedron
+    cos = dirs @ dirs.T - 2 * torch.eye(20, dtype=torch.float64)
+    # every vertex has exactly 3 nearest neighbours at the same angle
+    nearest = cos.max(dim=1).values
+    torch.testing.assert_close(nearest, nearest[:1].expand(20))
+    assert ((cos - nearest[:, None]).abs() < 1e-9).sum(dim=1).eq(3).all()
+    ring = camera_directions(12, elevation=30.0)
+    torch.testing.assert_close(ring[:, 2], torch.full((12,), 0.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="layout 'axes' has 6 views"):
+        camera_directions(5, layout="axes")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        camera_directions(6, layout="cube")
+    with pytest.raises(ValueError, match="directions must be finite and non-zero"):
+        view_frames([[0.0, 0.0, 0.0]])
+
+
+# ----------------------------------------------------------------- points
+def _expected_pixel(value: float, half_width: float, size: int, flip: bool) -> int:
+    u = (half_width - value) if flip else (value + half_width)
+    return math.floor(u / (2 * half_width) * size)
+
+
+def test_single_point_lands_on_expected_pixel_with_expected_depth():
+    p = (0.1, 0.2, 0.3)
+    size, hw = 8, 0.5 * 1.05                                           # padding 0.05
+    views = render_points(torch.tensor([p]), num_views=6, image_size=size, splat=0, normalize=False)
+    assert views.shape == (1, 6, 1, size, size) and views.dtype == torch.float32
+    # (image-plane right coordinate, up coordinate, distance towards the camera)
+    # for the six axis views +x, -x, +y, -y, +z, -z with z up (hand-derived frames).
+    x, y, z = p
+    expected = [(y, z, x), (-y, z, -x), (-x, z, y), (x, z, -y), (x, y, z), (-x, y, -z)]
+    for v, (a, b, t) in enumerate(expected):
+        img = views[0, v, 0]
+        assert int((img > 0).sum()) == 1, v
+        row, col = _expected_pixel(b, hw, size, True), _expected_pixel(a, hw, size, False)
+        depth = 0.5 - t                                                # |d|_1 = 1 for axis views
+        assert img[row, col].item() == pytest.approx(1 - depth / 2, abs=1e-6), v
+    # hand values for view +x: col floor((0.2+0.525)/1.05*8) = 5, row floor((0.525-0.3)/1.05*8) = 1
+    assert views[0, 0, 0, 1, 5].item() == pytest.approx(0.8, abs=1e-6)
+
+
+def test_zbuffer_keeps_nearest_point_and_splat_covers_square():
+    # two points on the same +z pixel ray: the higher one is nearer to the +z camera
+    pos = torch.tensor([[0.0, 0.0, -0.25], [0.0, 0.0, 0.25]])
+    views = render_points(pos, image_size=9, splat=0, normalize=False)
+    top, bottom = views[0, 4, 0], views[0, 5, 0]
+    assert top[4, 4].item() == pytest.approx(1 - 0.25 / 2)           # depth 0.5 - 0.25
+    assert bottom[4, 4].item() == pytest.approx(1 - 0.25 / 2)        # the other point, seen from below
+    assert int((top > 0).sum()) == 1
+    # splat radius 1: a 3x3 square, clipped at the border of the image
+    views = render_points(torch.tensor([[0.0, 0.0, 0.0]]), image_size=9, splat=1, normalize=False)
+    img = views[0, 4, 0]
+    assert (img > 0).nonzero().tolist() == [[r, c] for r in (3, 4, 5) for c in (3, 4, 5)]
+    assert torch.all(img[3:6, 3:6] == 0.75)
+    corner = render_points(torch.tensor([[0.5, 0.5, 0.0]]), image_size=9, splat=2, normalize=False)
+    assert int((corner[0, 4, 0] > 0).sum()) == 9                     # 3x3 of the 5x5 inside
+
+
+def test_batched_equals_per_shape_bit_for_bit_and_dense():
+    torch.manual_seed(0)
+    counts = [37, 200, 1, 64]
+    clouds = [torch.randn(n, 3) * torch.rand(3) + torch.randn(3) for n in counts]
+    pos = torch.cat(clouds)
+    batch = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)])
+    perm = torch.randperm(pos.size(0))                                 # unsorted batch too
+    for splat in (0, 2):
+        renderer = PointRenderer(num_views=12, image_size=24, splat=splat)
+        together = renderer(pos[perm], batch[perm])
+        assert together.shape == (4, 12, 1, 24, 24)
+        for i, cloud in enumerate(clouds):
+            assert torch.equal(together[i], renderer(cloud)[0])
+    dense = torch.stack([torch.randn(50, 3) for _ in range(3)])
+    renderer = PointRenderer(image_size=16)
+    flat = renderer(dense.reshape(-1, 3), torch.arange(3).repeat_interleave(50))
+    assert torch.equal(renderer(dense), flat)
+
+
+def test_normalisation_makes_images_invariant_to_shift_and_scale():
+    torch.manual_seed(1)
+    pos = torch.randint(-512, 512, (300, 3)).float() / 1024           # dyadic: the
+    moved = pos * 4.0 + torch.tensor([8.0, -2.0, 0.5])              # move is exact
+    a, b = render_points(pos, image_size=32), render_points(moved, image_size=32)
+    assert torch.equal(a, b)
+    assert a.gt(0).any() and a.max() <= 1 and a[a > 0].min() >= 0.5
+
+
+def test_empty_shapes_and_batch_size_give_blank_images():
+    pos = torch.rand(10, 3)
+    views = render_points(pos, torch.full((10,), 1), batch_size=3, image_size=8)
+    assert views.shape == (3, 6, 1, 8, 8)
+    assert views[0].eq(0).all() and views[2].eq(0).all() and views[1].gt(0).any()
+    assert render_points(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long),
+                         batch_size=2, image_size=4).eq(0).all()
+
+
+def test_render_points_bad_inputs():
+    with pytest.raises(TypeError, match="pos must be a tensor"):
+        render_points([[0.0, 0.0, 0.0]])
+    with pytest.raises(TypeError, match="floating-point"):
+        render_points(torch.zeros(4, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"pos must be \[N, 3\]"):
+        render_points(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="batch must be a LongTensor of shape"):
+        render_points(torch.zeros(4, 3), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="batch_size"):
+        render_points(torch.zeros(4, 3), torch.tensor([0, 0, 1, 2]), batch_size=2)
+    with pytest.raises(ValueError, match="NaN"):
+        render_points(torch.tensor([[0.0, float("nan"), 0.0]]))
+    with pytest.raises(ValueError, match="splat"):
+        render_points(torch.zeros(4, 3), splat=-1)
+    with pytest.raises(ValueError, match="image_size"):
+        render_points(torch.zeros(4, 3), image_size=0)
+
+
+@cuda
+def test_points_cuda_matches_cpu():
+    torch.manual_seed(0)
+    pos = torch.rand(500, 3)
+    batch = torch.arange(5).repeat_interleave(100)
+    cpu = render_points(pos, batch, image_size=32)
+    gpu = render_points(pos.cuda(), batch.cuda(), image_size=32)
+    assert gpu.is_cuda
+    # same pixels hit; values equal up to float rounding of the projection
+    assert (cpu.gt(0) == gpu.cpu().gt(0)).float().mean() > 0.999
