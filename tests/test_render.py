@@ -156,3 +156,125 @@ def test_points_cuda_matches_cpu():
     assert gpu.is_cuda
     # same pixels hit; values equal up to float rounding of the projection
     assert (cpu.gt(0) == gpu.cpu().gt(0)).float().mean() > 0.999
+
+
+# ----------------------------------------------------------------- meshes
+from pointcmt_pyg.render.mesh import MeshRenderer, read_off, render_mesh  # noqa: E402
+
+CUBE_VERTS = torch.tensor([[x, y, z] for x in (-.5, .5) for y in (-.5, .5) for z in (-.5, .5)])
+# vertex index = 4 * ix + 2 * iy + iz; two triangles per face
+CUBE_FACES = torch.tensor([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                           [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+
+
+def test_unit_cube_axis_views_give_the_exact_square_silhouette():
+    size, hw = 64, 0.5 * 1.05
+    views = render_mesh(CUBE_VERTS, CUBE_FACES, num_views=6, image_size=size,
+                        channels=("depth", "shading", "mask"))
+    assert views.shape == (6, 3, size, size) and views.dtype == torch.float32
+    # a pixel is hit iff its centre -hw + (j + 0.5) * 2hw / size lies inside [-0.5, 0.5]
+    # (no centre lies on an edge for these numbers)
+    centres = -hw + (torch.arange(size, dtype=torch.float64) + 0.5) * (2 * hw / size)
+    inside = centres.abs() < 0.5
+    assert not torch.isclose(centres.abs(), torch.tensor(0.5, dtype=torch.float64)).any()
+    expected = inside[:, None] & inside[None, :]
+    lo, hi = int(inside.nonzero().min()), int(inside.nonzero().max())
+    assert (lo, hi, int(expected.sum())) == (2, 61, 3600)            # hand: (j+.5)*1.05/64 in (.025, 1.025)
+    for v in range(6):
+        assert torch.equal(views[v, 2] > 0, expected), v
+        # the front face touches the cube's near side: depth 0 -> value 1; faces normal to d
+        assert torch.all(views[v, 0][expected] == 1.0) and torch.all(views[v, 0][~expected] == 0)
+        assert torch.allclose(views[v, 1][expected], torch.ones(3600))
+
+
+def test_unit_cube_oblique_views_cover_the_projected_hexagon():
+    from scipy.spatial import ConvexHull
+    size = 48
+    renderer = MeshRenderer(num_views=12, image_size=size, channels=("mask", "normal"))
+    views = renderer(CUBE_VERTS, CUBE_FACES)
+    assert views.shape == (12, 4, size, size)
+    for v in range(12):
+        frame, hw = renderer.frames[v], float(renderer.half_width[v])
+        pix = 2 * hw / size
+        hull = ConvexHull((CUBE_VERTS.double() @ frame[:2].T).numpy())   # 2-D: volume=area, area=perimeter
+        # projection of the unit cube along a unit d has area |d|_1
+        assert hull.volume == pytest.approx(float(frame[2].abs().sum()))
+        mask = views[v, 0] > 0
+        # pixel centres inside a convex region differ from its area (in pixels) by at most the
+        # number of pixels its boundary crosses, <= 2 * perimeter / pixel + 4
+        assert abs(int(mask.sum()) - hull.volume / pix ** 2) <= 2 * hull.area / pix + 4
+        # exactly: a pixel is hit iff its centre lies in the projected hexagon
+        # (centres within 1e-6 of an edge may go either way)
+        centres = -hw + (torch.arange(size, dtype=torch.float64) + 0.5) * pix
+        grid = torch.stack([centres[None, :].expand(size, size),          # right = column
+                            centres.flip(0)[:, None].expand(size, size)], dim=-1)  # up = -row
+        eq = torch.from_numpy(hull.equations)                            # n . x + c <= 0 inside
+        signed = (grid @ eq[:, :2].T + eq[:, 2]).amax(dim=-1)
+        sure = signed.abs() > 1e-6
+        assert torch.equal(mask[sure], (signed < 0)[sure]), v
+        # normals face the camera: the third normal channel |n . d| > 0 on every hit pixel
+        assert torch.all(views[v, 3][mask] > 0)
+
+
+def test_mesh_and_point_depth_images_line_up():
+    # points on the +z face of the cube at pixel-centre positions: same pixels and depth
+    size = 16
+    renderer = MeshRenderer(num_views=6, image_size=size, channels=("depth",))
+    mesh = renderer(CUBE_VERTS, CUBE_FACES)
+    hw = float(renderer.half_width[4])
+    c = -hw + (torch.arange(size) + 0.5) * (2 * hw / size)
+    c = c[c.abs() < 0.5]
+    xy = torch.cartesian_prod(c, c)
+    pts = torch.cat([xy, torch.full((xy.size(0), 1), 0.5)], dim=1)
+    pts = torch.cat([pts, torch.tensor([[-0.5, -0.5, -0.5]])])       # keep the bbox the unit cube
+    points = render_points(pts, image_size=size, splat=0)
+    assert torch.equal(points[0, 4, 0], mesh[4, 0])
+
+
+def test_real_modelnet_mesh_renders_non_empty_views(shared_data):
+    files = sorted((shared_data / "ModelNet_off").rglob("*.off"))
+    assert files, "no .off meshes in the shared data"
+    pos, face = read_off(files[0])
+    assert pos.dtype == torch.float32 and face.dtype == torch.long and face.shape[1] == 3
+    views = render_mesh(pos, face, num_views=12, image_size=32)
+    assert views.shape == (12, 2, 32, 32)
+    coverage = (views[:, 0] > 0).flatten(1).float().mean(dim=1)
+    assert torch.all(coverage > 0.02) and torch.all(coverage < 0.98), coverage
+    assert views.min() >= 0 and views.max() <= 1
+
+
+def test_read_off_tolerates_counts_glued_to_header(tmp_path):
+    path = tmp_path / "quirk.off"
+    path.write_text("OFF4 2 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 1 2\n4 0 1 3 2\n")
+    pos, face = read_off(path)
+    assert pos.shape == (4, 3) and face.tolist() == [[0, 1, 2], [0, 1, 3], [0, 3, 2]]
+    (tmp_path / "bad.off").write_text("PLY\n")
+    with pytest.raises(ValueError, match="bad.off"):
+        read_off(tmp_path / "bad.off")
+
+
+def test_render_mesh_bad_inputs():
+    with pytest.raises(ValueError, match="vertices must have shape"):
+        render_mesh(torch.zeros(4, 2), CUBE_FACES)
+    with pytest.raises(ValueError, match="faces index vertices outside"):
+        render_mesh(CUBE_VERTS, CUBE_FACES + 1)
+    with pytest.raises(ValueError, match="faces must have shape"):
+        render_mesh(CUBE_VERTS, torch.zeros(0, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="faces must hold integer"):
+        render_mesh(CUBE_VERTS, CUBE_FACES.float())
+    with pytest.raises(ValueError, match="NaN"):
+        render_mesh(CUBE_VERTS * float("nan"), CUBE_FACES)
+    with pytest.raises(ValueError, match="channels must be"):
+        render_mesh(CUBE_VERTS, CUBE_FACES, channels=("colour",))
+
+
+# ----------------------------------------------------------------- montage
+def test_save_montage_writes_png(tmp_path):
+    import matplotlib.image as mpimg
+    from pointcmt_pyg.render.montage import save_montage
+    views = render_mesh(CUBE_VERTS, CUBE_FACES, num_views=6, image_size=16)
+    out = save_montage(views[None], tmp_path / "sub" / "cube.png", title="cube", dpi=50)
+    img = mpimg.imread(out)
+    assert out.exists() and img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 100
+    with pytest.raises(ValueError, match="views must be"):
+        save_montage(torch.zeros(2, 3, 4), tmp_path / "x.png")

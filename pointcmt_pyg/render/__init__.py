@@ -10,6 +10,8 @@ r"""View rendering for PointCMT's image teacher (`paper <https://arxiv.org/abs/2
 """
 from .cameras import LAYOUTS, camera_directions, view_frames
 from .points import PointRenderer, render_points
+from .mesh import CHANNELS, MeshRenderer, read_off, render_mesh
+from .montage import save_montage
 
 __all__ = [
     "LAYOUTS",
@@ -17,4 +19,9 @@ __all__ = [
     "view_frames",
     "PointRenderer",
     "render_points",
+    "CHANNELS",
+    "MeshRenderer",
+    "render_mesh",
+    "read_off",
+    "save_montage",
 ]
