@@ -278,3 +278,64 @@ def test_save_montage_writes_png(tmp_path):
     assert out.exists() and img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 100
     with pytest.raises(ValueError, match="views must be"):
         save_montage(torch.zeros(2, 3, 4), tmp_path / "x.png")
+
+
+# ----------------------------------------------------------------- RenderViews
+from torch_geometric.data import Batch, Data  # noqa: E402
+
+from pointcmt_pyg.render.transforms import RenderViews  # noqa: E402
+
+
+def _cloud_data(sample_id="shape_0001", n=200, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Data(pos=torch.rand(n, 3, generator=g), y=torch.tensor([3]), sample_id=sample_id)
+
+
+def test_render_views_points_mesh_and_batching():
+    transform = RenderViews(num_views=6, image_size=16)
+    a = transform(_cloud_data("a"))
+    assert a.views.shape == (1, 6, 1, 16, 16) and a.views.dtype == torch.float32
+    assert torch.equal(a.views, render_points(a.pos, image_size=16))
+    mesh = Data(pos=torch.rand(10, 3), mesh_pos=CUBE_VERTS, mesh_face=CUBE_FACES, sample_id="cube")
+    m = transform(mesh)                                                # auto: the mesh is ray-cast
+    assert torch.equal(m.views[0], render_mesh(CUBE_VERTS, CUBE_FACES, 6, 16, ("depth",)))
+    batch = Batch.from_data_list([Data(views=a.views, y=a.y), Data(views=m.views, y=a.y)])
+    assert batch.views.shape == (2, 6, 1, 16, 16)
+    assert torch.equal(batch.views[1], m.views[0])
+    pts_only = RenderViews(num_views=6, image_size=16, source="points")(mesh.clone())
+    assert torch.equal(pts_only.views, render_points(mesh.pos, image_size=16))
+
+
+def test_render_views_cache_hit_is_identical_and_changed_config_misses(tmp_path):
+    transform = RenderViews(num_views=6, image_size=16, cache_dir=tmp_path)
+    first = transform(_cloud_data("chair/train/chair_0001")).views
+    files = list(tmp_path.rglob("*.pt"))
+    assert len(files) == 1 and files[0].parent.name == transform.config_hash
+    # Same id, different points: served from the cache, bit for bit the first views.
+    again = RenderViews(num_views=6, image_size=16, cache_dir=tmp_path)(
+        _cloud_data("chair/train/chair_0001", seed=1)).views
+    assert torch.equal(again, first)
+    fresh = RenderViews(num_views=6, image_size=16)(_cloud_data("x", seed=1)).views
+    assert not torch.equal(fresh, first)
+    # Another id misses.
+    other = transform(_cloud_data("chair/train/chair_0002", seed=1)).views
+    assert torch.equal(other, fresh) and len(list(tmp_path.rglob("*.pt"))) == 2
+    # A changed configuration misses: its own folder, freshly rendered views.
+    changed = RenderViews(num_views=6, image_size=16, splat=0, cache_dir=tmp_path)
+    assert changed.config_hash != transform.config_hash
+    views = changed(_cloud_data("chair/train/chair_0001", seed=1)).views
+    assert torch.equal(views, render_points(_cloud_data(seed=1).pos, image_size=16, splat=0))
+    assert len(list(tmp_path.rglob("*.pt"))) == 3
+
+
+def test_render_views_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="sample_id"):
+        RenderViews(image_size=8, cache_dir=tmp_path)(Data(pos=torch.rand(5, 3)))
+    with pytest.raises(ValueError, match="has no mesh and point clouds render only"):
+        RenderViews(image_size=8, channels=("shading",))(_cloud_data())
+    with pytest.raises(ValueError, match="needs data.mesh_pos"):
+        RenderViews(image_size=8, source="mesh")(_cloud_data())
+    with pytest.raises(ValueError, match="source must be one of"):
+        RenderViews(source="images")
+    with pytest.raises(ValueError, match=r"data.pos must be a non-empty \[N, 3\]"):
+        RenderViews(image_size=8)(Data(pos=torch.rand(5, 2), sample_id="s"))

@@ -12,6 +12,7 @@ from .cameras import LAYOUTS, camera_directions, view_frames
 from .points import PointRenderer, render_points
 from .mesh import CHANNELS, MeshRenderer, read_off, render_mesh
 from .montage import save_montage
+from .transforms import RenderViews
 
 __all__ = [
     "LAYOUTS",
@@ -24,4 +25,5 @@ __all__ = [
     "render_mesh",
     "read_off",
     "save_montage",
+    "RenderViews",
 ]
