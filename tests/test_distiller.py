@@ -13,16 +13,6 @@ from pointcmt_pyg.nn.distiller import CrossModalDistiller, DistillerOutput, find
 from pointcmt_pyg.nn.losses import classifier_enhancement_loss
 
 
-def _emd_available() -> bool:
-    try:
-        from pointcmt_pyg.ops import emd_loss  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_emd = pytest.mark.skipif(not _emd_available(), reason="pointcmt_pyg.ops.emd_loss not importable yet")
-
 NUM_CLASSES, V, C, H, W = 4, 2, 1, 4, 4
 
 
@@ -106,7 +96,6 @@ def bbox_normalize(p):
 
 
 # ---------------------------------------------------------------- the wrap
-@needs_emd
 def test_three_line_wrap_with_data_input():
     teacher, cmpg = StandInTeacher(), StandInCMPG()
     model = CrossModalDistiller(DataNet(), teacher, cmpg)
@@ -121,7 +110,6 @@ def test_three_line_wrap_with_data_input():
     assert teacher.calls == 1
 
 
-@needs_emd
 def test_three_line_wrap_with_x_pos_batch_input():
     batch = make_batch()
     model = CrossModalDistiller(XPosBatchNet(), StandInTeacher(), StandInCMPG())
@@ -135,7 +123,6 @@ def test_three_line_wrap_with_x_pos_batch_input():
     assert out2.loss is None and out2.losses == {}
 
 
-@needs_emd
 def test_gradients_reach_student_not_frozen_teacher_or_cmpg():
     teacher, cmpg = StandInTeacher(), StandInCMPG()
     model = CrossModalDistiller(DataNet(), teacher, cmpg)
@@ -151,7 +138,6 @@ def test_gradients_reach_student_not_frozen_teacher_or_cmpg():
     assert trainable == {id(p) for p in model.student.parameters()}
 
 
-@needs_emd
 def test_feature_term_reaches_student_through_frozen_cmpg():
     model = CrossModalDistiller(DataNet(), StandInTeacher(), StandInCMPG(), w_ce=0.0)
     out = model(make_batch())
@@ -159,7 +145,6 @@ def test_feature_term_reaches_student_through_frozen_cmpg():
     assert model.student.point[0].weight.grad.abs().sum() > 0
 
 
-@needs_emd
 def test_each_loss_term_equals_hand_computation():
     torch.manual_seed(0)
     student, teacher, cmpg = DataNet(), StandInTeacher(), StandInCMPG()
@@ -197,7 +182,6 @@ def test_each_loss_term_equals_hand_computation():
     assert out.loss.item() == pytest.approx(ce + fe + kl, rel=2e-3)
 
 
-@needs_emd
 def test_loss_is_deterministic_since_cmpg_dropout_is_off():
     model = CrossModalDistiller(DataNet(), StandInTeacher(), StandInCMPG())
     batch = make_batch()
@@ -223,7 +207,6 @@ def test_eval_output_is_bit_identical_to_plain_student():
     assert out.loss is None and torch.equal(out.logits, plain(batch))
 
 
-@needs_emd
 def test_student_state_dict_saves_and_loads_without_wrapper(tmp_path):
     model = CrossModalDistiller(DataNet(), StandInTeacher(), StandInCMPG())
     opt = torch.optim.SGD(model.trainable_parameters(), lr=0.1)
@@ -239,7 +222,6 @@ def test_student_state_dict_saves_and_loads_without_wrapper(tmp_path):
 
 
 # ---------------------------------------------------------------- options
-@needs_emd
 def test_projections_only_when_sizes_differ():
     same = CrossModalDistiller(DataNet(dim=8), StandInTeacher(8), StandInCMPG(8))
     assert same.student_to_teacher is None and same.teacher_to_student is None

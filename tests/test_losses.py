@@ -12,17 +12,6 @@ from pointcmt_pyg.nn.losses import (classifier_enhancement_loss, feature_enhance
                                     label_smoothing_cross_entropy, sqrt_emd)
 
 
-def _emd_available() -> bool:
-    try:
-        from pointcmt_pyg.ops import emd_loss  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_emd = pytest.mark.skipif(not _emd_available(), reason="pointcmt_pyg.ops.emd_loss not importable yet")
-
-
 def reference_sqrt_emd(x: np.ndarray, y: np.ndarray) -> float:
     """Exact EMD by the Hungarian method on squared distances; mean matched distance."""
     values = []
@@ -121,7 +110,6 @@ def test_classifier_enhancement_bad_input():
 
 
 # ----------------------------------------------------------------- points
-@needs_emd
 def test_sqrt_emd_matches_hungarian():
     g = torch.Generator().manual_seed(3)
     x, y = torch.rand(2, 10, 3, generator=g), torch.rand(2, 10, 3, generator=g)
@@ -129,7 +117,6 @@ def test_sqrt_emd_matches_hungarian():
     assert sqrt_emd(x, y).item() == pytest.approx(expected, rel=2e-3, abs=1e-4)
 
 
-@needs_emd
 def test_sqrt_emd_nan_safe_at_zero():
     x = torch.rand(2, 6, 3, requires_grad=True)
     loss = sqrt_emd(x, x.detach().clone())
@@ -138,7 +125,6 @@ def test_sqrt_emd_nan_safe_at_zero():
     assert torch.isfinite(x.grad).all()
 
 
-@needs_emd
 @pytest.mark.parametrize("normalize", [False, True])
 def test_feature_enhancement_matches_hand_computation(normalize):
     torch.manual_seed(4)
