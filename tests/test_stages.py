@@ -329,3 +329,39 @@ def test_plots_write_pngs(tmp_path):
         plot_training_curves(b, tmp_path / "x.png", metrics=("val_macc",))
     with pytest.raises(TypeError, match="run"):
         plot_training_curves(3, tmp_path / "x.png")
+
+
+def test_three_stages_with_the_package_teacher_and_cmpg(tmp_path):
+    """MultiViewTeacher -> CMPG -> CrossModalDistiller, artifacts reloadable."""
+    from pointcmt_pyg.nn.cmpg import CMPG, load_cmpg
+    from pointcmt_pyg.nn.distiller import CrossModalDistiller
+    from pointcmt_pyg.nn.teacher import MultiViewTeacher, load_teacher
+
+    train, val = make_set(12, 12), make_set(6, 13)
+    seed_everything(0)
+    teacher = MultiViewTeacher(NUM_CLASSES, backbone="resnet18", in_channels=1)
+    stage1 = train_teacher(teacher, train, val, epochs=2, batch_size=6, device="cpu",
+                           out_dir=tmp_path / "teacher", progress=False)
+    assert stage1.history["train_loss"][1] < stage1.history["train_loss"][0]
+    reloaded = load_teacher(tmp_path / "teacher" / "teacher.pt")
+    teacher.eval()
+    views = torch.cat([d.views for d in val])
+    with torch.no_grad():
+        assert torch.equal(reloaded(views), teacher(views))   # the selected weights
+
+    seed_everything(1)
+    cmpg = CMPG(in_dim=teacher.feat_dim, num_points=16)
+    stage2 = train_cmpg(cmpg, train, val, teacher=teacher, epochs=2, batch_size=6, lr=1e-2,
+                        device="cpu", out_dir=tmp_path / "cmpg", progress=False)
+    assert stage2.history["val_loss"][1] < stage2.history["val_loss"][0]
+    cmpg_back = load_cmpg(tmp_path / "cmpg" / "cmpg.pt")
+    f = torch.randn(2, teacher.feat_dim)
+    cmpg.eval()
+    assert torch.equal(cmpg_back(f), cmpg(f))
+
+    seed_everything(2)
+    model = CrossModalDistiller(TinyStudent(), teacher, cmpg)     # views online, 32 -> 512
+    stage3 = train_student(model, train, val, epochs=1, batch_size=6, device="cpu",
+                           out_dir=tmp_path / "student", progress=False)
+    assert stage3.history["val_oa"][0] is not None
+    assert (tmp_path / "student" / "student.pt").is_file()

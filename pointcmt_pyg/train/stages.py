@@ -201,9 +201,10 @@ def train_teacher(teacher: nn.Module, train_set: Any, val_set: Any = None, *, ep
             See :class:`~pointcmt_pyg.train.Trainer` and its ``fit``.
 
     Returns:
-        StageResult: With ``out_dir``, also writes ``out_dir/teacher.pt`` via
-        :func:`~pointcmt_pyg.nn.save_teacher` (when the teacher is a
-        ``MultiViewTeacher``) on rank 0.
+        StageResult: With ``out_dir``, also writes ``out_dir/teacher.pt`` on
+        rank 0: :func:`~pointcmt_pyg.nn.teacher.save_teacher` for a
+        ``MultiViewTeacher`` (reload with ``load_teacher``), else the
+        ``state_dict``.
     """
     if not isinstance(teacher, nn.Module):
         raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
@@ -222,23 +223,25 @@ def train_teacher(teacher: nn.Module, train_set: Any, val_set: Any = None, *, ep
                   loss_fn=partial(F.cross_entropy, label_smoothing=label_smoothing),
                   min_lr_ratio=min_lr_ratio)
     if out_dir is not None and D.is_main_process():
-        _save_artifact(result.model, Path(out_dir) / "teacher.pt", "save_teacher")
+        _save_artifact(result.model, Path(out_dir) / "teacher.pt", "teacher")
     return result
 
 
-def _save_artifact(model: nn.Module, path: Path, saver: str) -> None:
+def _save_artifact(model: nn.Module, path: Path, kind: str) -> None:
+    r"""``save_teacher``/``save_cmpg`` (config + weights, loadable with
+    ``load_teacher``/``load_cmpg``) for the package's classes; a plain
+    ``state_dict`` (atomic) for other modules."""
     try:
-        from .. import nn as pnn
-        save = getattr(pnn, saver, None)
-    except ImportError:  # pragma: no cover
-        save = None
-    if save is not None:
-        try:
-            save(model, path)
-            return
-        except TypeError:
-            pass  # not the package's class: fall back to the state_dict
-    atomic_save(model.state_dict(), path)
+        if kind == "teacher":
+            from ..nn.teacher import MultiViewTeacher as cls, save_teacher as save
+        else:
+            from ..nn.cmpg import CMPG as cls, save_cmpg as save
+    except ImportError:  # pragma: no cover - the module is not there
+        cls = save = None
+    if cls is not None and isinstance(model, cls):
+        save(model, path)
+    else:
+        atomic_save(model.state_dict(), path)
 
 
 # ------------------------------------------------------------------ stage II
@@ -353,8 +356,9 @@ def train_cmpg(cmpg: nn.Module, train_set: Any, val_set: Any = None, *,
         Other arguments: as :func:`train_teacher`.
 
     Returns:
-        StageResult: With ``out_dir``, also ``out_dir/cmpg.pt`` via
-        :func:`~pointcmt_pyg.nn.save_cmpg`.
+        StageResult: With ``out_dir``, also ``out_dir/cmpg.pt``:
+        :func:`~pointcmt_pyg.nn.cmpg.save_cmpg` for a ``CMPG`` (reload with
+        ``load_cmpg``), else the ``state_dict``.
     """
     if not isinstance(cmpg, nn.Module):
         raise TypeError(f"cmpg must be an nn.Module, got {type(cmpg).__name__}")
@@ -378,7 +382,7 @@ def train_cmpg(cmpg: nn.Module, train_set: Any, val_set: Any = None, *,
                   device=device, out_dir=out_dir, seed=seed, resume=resume, progress=progress,
                   compile=compile, select="val_loss", min_lr_ratio=min_lr_ratio)
     if out_dir is not None and D.is_main_process():
-        _save_artifact(result.model, Path(out_dir) / "cmpg.pt", "save_cmpg")
+        _save_artifact(result.model, Path(out_dir) / "cmpg.pt", "cmpg")
     return result
 
 
