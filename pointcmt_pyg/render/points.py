@@ -19,6 +19,7 @@ brighter) and ``0`` where no point lands. Row ``0`` is the top of the image.
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cameras import _check_int, camera_directions, pixel_value_from_depth, view_frames
@@ -183,20 +184,14 @@ class PointRenderer(nn.Module):
         col = torch.floor((a + hw) / (2 * hw) * W).long().clamp(0, W - 1)
         row = torch.floor((hw - b) / (2 * hw) * H).long().clamp(0, H - 1)
         view = torch.arange(V, device=device).expand_as(col)
-        base = (batch.unsqueeze(1) * V + view)                          # [N, V]
-        if s:
-            off = torch.arange(-s, s + 1, device=device)
-            dr_, dc_ = torch.meshgrid(off, off, indexing="ij")
-            dr_, dc_ = dr_.reshape(-1), dc_.reshape(-1)                 # [K]
-            row = row.unsqueeze(-1) + dr_                               # [N, V, K]
-            col = col.unsqueeze(-1) + dc_
-            inside = inside.unsqueeze(-1) & (row >= 0) & (row < H) & (col >= 0) & (col < W)
-            base = base.unsqueeze(-1).expand_as(row)
-            depth = depth.unsqueeze(-1).expand_as(row)
-        flat = (base * H + row) * W + col
-        flat, depth = flat[inside], depth[inside]
+        flat = ((batch.unsqueeze(1) * V + view) * H + row) * W + col    # [N, V]
         zbuf = torch.full((num_shapes * V * H * W,), float("inf"), dtype=dtype, device=device)
-        zbuf = zbuf.scatter_reduce(0, flat, depth, "amin", include_self=True)
+        zbuf = zbuf.scatter_reduce(0, flat[inside], depth[inside], "amin", include_self=True)
+        if s and zbuf.numel():
+            # Splatting every point over its (2s+1)^2 square and keeping the
+            # minimum equals a (2s+1)^2 minimum filter of the point z-buffer.
+            zbuf = -F.max_pool2d(-zbuf.view(num_shapes * V, 1, H, W), 2 * s + 1, stride=1,
+                                 padding=s).reshape(-1)
         hit = torch.isfinite(zbuf)
         img = torch.where(hit, pixel_value_from_depth(torch.where(hit, zbuf, 0.0)),
                           torch.zeros_like(zbuf))
