@@ -9,7 +9,7 @@ CMPG and the point-cloud student learn from.
 """
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Union
 
 import torch
 from torch import Tensor, nn

@@ -18,7 +18,7 @@ image. Depth runs along ``-d`` from the cube's nearest possible point:
 for points in the cube.
 """
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 from torch import Tensor

@@ -52,7 +52,7 @@ def read_off(path: Union[str, os.PathLike]) -> Tuple[Tensor, Tensor]:
     return _read_off(path)
 
 
-def _as_array(name: str, value, dtype) -> np.ndarray:
+def _as_array(name: str, value) -> np.ndarray:
     if isinstance(value, Tensor):
         value = value.detach().cpu().numpy()
     try:
@@ -65,8 +65,8 @@ def _as_array(name: str, value, dtype) -> np.ndarray:
 
 
 def _check_mesh(vertices, faces) -> Tuple[np.ndarray, np.ndarray]:
-    v = _as_array("vertices", vertices, np.float32)
-    f = _as_array("faces", faces, np.int64)
+    v = _as_array("vertices", vertices)
+    f = _as_array("faces", faces)
     if v.ndim != 2 or v.shape[1] != 3 or v.shape[0] == 0:
         raise ValueError(f"vertices must have shape [Nv, 3] with Nv >= 1, got {tuple(v.shape)}")
     if not np.issubdtype(v.dtype, np.floating):
