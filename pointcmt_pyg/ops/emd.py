@@ -90,6 +90,10 @@ def emd(x: Tensor, y: Tensor, eps: float = DEFAULT_EPS,
             rank, dtype, mixed dtypes or devices, different shapes, NaN/Inf,
             empty sets, ``eps < 0`` or ``max_iters < 1``.
     """
+    for value, name in ((x, "x"), (y, "y")):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"'{name}' must be a torch.Tensor (got {type(value).__name__})")
+    check_same(x, y, "x", "y", dim=False)  # devices first: the finiteness check reads values
     check_points(x, "x", ndim=3)
     check_points(y, "y", ndim=3)
     check_same(x, y, "x", "y")
