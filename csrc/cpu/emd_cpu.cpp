@@ -1,5 +1,5 @@
 // Earth Mover's Distance, CPU: an exact-assignment auction (Bertsekas) with
-// epsilon scaling, one cloud pair per task (at::parallel_for over the batch).
+// epsilon scaling, one cloud pair per task (pairs spread over torch's threads).
 //
 // Problem: min over bijections sigma of sum_i c(i, sigma(i)), c(i, j) = |x_i - y_j|^2.
 // Persons are the points of x, objects the points of y, p_j the object prices.
@@ -36,13 +36,21 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <tuple>
 #include <type_traits>
 #include <vector>
+#ifdef EMD_DEBUG_STATS
+#include <cstdio>
+#endif
 
 #if !defined(POINTCMT_NO_MV) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
     defined(__linux__)
@@ -53,6 +61,12 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define EMD_VECTOR_EXTENSIONS 1
+#ifndef EMD_VECTOR_BYTES
+#define EMD_VECTOR_BYTES 64
+#endif
+#ifndef EMD_UNROLL
+#define EMD_UNROLL 1
+#endif
 #endif
 
 namespace pointcmt {
@@ -71,14 +85,14 @@ constexpr int64_t kEndgame = 20;
 #ifdef EMD_VECTOR_EXTENSIONS
 template <typename T> struct Simd;
 template <> struct Simd<float> {
-  typedef float vec __attribute__((vector_size(32)));
-  typedef int32_t mask __attribute__((vector_size(32)));
-  static constexpr int kWidth = 8;
+  typedef float vec __attribute__((vector_size(EMD_VECTOR_BYTES)));
+  typedef int32_t mask __attribute__((vector_size(EMD_VECTOR_BYTES)));
+  static constexpr int kWidth = EMD_VECTOR_BYTES / 4;
 };
 template <> struct Simd<double> {
-  typedef double vec __attribute__((vector_size(32)));
-  typedef int64_t mask __attribute__((vector_size(32)));
-  static constexpr int kWidth = 4;
+  typedef double vec __attribute__((vector_size(EMD_VECTOR_BYTES)));
+  typedef int64_t mask __attribute__((vector_size(EMD_VECTOR_BYTES)));
+  static constexpr int kWidth = EMD_VECTOR_BYTES / 8;
 };
 #endif
 
@@ -110,7 +124,7 @@ EMD_MULTIVERSION void best_two(const T* __restrict pts, int64_t n, int64_t dim, 
   using V = typename Simd<T>::vec;
   using M = typename Simd<T>::mask;
   constexpr int W = Simd<T>::kWidth;
-  constexpr int U = 2;  // independent accumulators hide the compare/blend latency
+  constexpr int U = EMD_UNROLL;  // independent accumulators hide the compare/blend latency
   V m1[U], m2[U];
   M id[U];
   M lane;
@@ -187,7 +201,7 @@ EMD_MULTIVERSION T min_value(const T* __restrict pts, int64_t n, int64_t dim, co
 #ifdef EMD_VECTOR_EXTENSIONS
   using V = typename Simd<T>::vec;
   constexpr int W = Simd<T>::kWidth;
-  constexpr int U = 2;
+  constexpr int U = EMD_UNROLL;
   V m[U];
   for (int u = 0; u < U; ++u) m[u] = V{} + best;
   for (; j + U * W <= n; j += U * W) {
@@ -265,6 +279,9 @@ class Auction {
       const bool at_floor = eps <= floor;
       gap = slacks<S>(ps_);
       if (gap > target) gap = tighten<S>(ps_);
+#ifdef EMD_DEBUG_STATS
+      fprintf(stderr, "phase %lld eps %.3g bids %.2fN gapS %.3g target %.3g\n", (long long)phase, eps, (bids_ - bids_before) / double(n), gap, target);
+#endif
       if (gap <= target || at_floor) {
         if (!std::is_same<S, double>::value) {  // certify in double
           gap = slacks<double>(pd_);
@@ -598,6 +615,52 @@ void emd_pair(const scalar_t* x, const scalar_t* y, int64_t n, int64_t dim, doub
   *gap_out = g;
 }
 
+// Runs fn(b) for b in [0, count) on up to at::get_num_threads() threads.
+//
+// at::parallel_for is header-inline OpenMP in the usual torch builds, so it runs
+// serially unless this file is compiled with -fopenmp; the pairs are instead
+// handed to torch's inter-op thread pool (at::launch). Work is claimed from a
+// shared counter and the calling thread claims too, so it only ever waits for
+// pairs already being solved: no deadlock when the pool is busy or when this is
+// itself called from a pool thread.
+template <typename F>
+void parallel_pairs(int64_t count, int64_t min_parallel_work, int64_t work_per_item, const F& fn) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), count);
+  if (threads <= 1 || count * work_per_item < min_parallel_work) {
+    for (int64_t b = 0; b < count; ++b) fn(b);
+    return;
+  }
+  struct State {
+    std::atomic<int64_t> next{0};
+    int64_t done = 0;
+    std::mutex mutex;
+    std::condition_variable finished;
+    std::exception_ptr error;
+  };
+  auto state = std::make_shared<State>();
+  const F* fn_ptr = &fn;
+  auto worker = [state, count, fn_ptr]() {
+    while (true) {
+      const int64_t b = state->next.fetch_add(1);
+      if (b >= count) return;  // nothing left: never touches fn again
+      std::exception_ptr error;
+      try {
+        (*fn_ptr)(b);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      std::lock_guard<std::mutex> lock(state->mutex);
+      if (error && !state->error) state->error = error;
+      if (++state->done == count) state->finished.notify_all();
+    }
+  };
+  for (int64_t t = 1; t < threads; ++t) at::launch(worker);
+  worker();
+  std::unique_lock<std::mutex> lock(state->mutex);
+  state->finished.wait(lock, [&] { return state->done == count; });
+  if (state->error) std::rethrow_exception(state->error);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> emd_cpu(const at::Tensor& x, const at::Tensor& y, double eps,
                                                        int64_t max_iters) {
   TORCH_CHECK(x.device().is_cpu() && y.device().is_cpu(), "pointcmt::emd: 'x' and 'y' must be CPU tensors");
@@ -623,10 +686,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> emd_cpu(const at::Tensor& x, cons
     scalar_t* dp = dist.data_ptr<scalar_t>();
     int64_t* ap = assignment.data_ptr<int64_t>();
     scalar_t* gp = gap.data_ptr<scalar_t>();
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b)
-        emd_pair<scalar_t>(xp + b * n * dim, yp + b * n * dim, n, dim, eps, max_iters, dp + b * n, ap + b * n,
-                           gp + b);
+    parallel_pairs(B, /*min_parallel_work=*/1 << 18, /*work_per_item=*/n * n * dim, [&](int64_t b) {
+      emd_pair<scalar_t>(xp + b * n * dim, yp + b * n * dim, n, dim, eps, max_iters, dp + b * n, ap + b * n,
+                         gp + b);
     });
   });
   return {dist, assignment, gap};
