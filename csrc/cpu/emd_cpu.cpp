@@ -48,9 +48,6 @@
 #include <tuple>
 #include <type_traits>
 #include <vector>
-#ifdef EMD_DEBUG_STATS
-#include <cstdio>
-#endif
 
 #if !defined(POINTCMT_NO_MV) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
     defined(__linux__)
@@ -274,14 +271,14 @@ class Auction {
       }
       const double cost = primal_cost();
       const double target = eps_rel_ * cost;
-      const double rel_precision = std::is_same<S, float>::value ? 1e-6 : 1e-13;
-      const double floor = rel_precision * std::max(cost / static_cast<double>(n), 1e-6 * ext2) + 1e-300;
+      // Below this epsilon the bids cannot resolve values any more (float32
+      // scans: ~1e-7 of the typical value; float64: ~1e-13).
+      const double floor = std::is_same<S, float>::value
+                               ? 1e-7 * std::max(cost / static_cast<double>(n), 1e-3 * ext2)
+                               : 1e-13 * std::max(cost / static_cast<double>(n), 1e-6 * ext2) + 1e-300;
       const bool at_floor = eps <= floor;
       gap = slacks<S>(ps_);
       if (gap > target) gap = tighten<S>(ps_);
-#ifdef EMD_DEBUG_STATS
-      fprintf(stderr, "phase %lld eps %.3g bids %.2fN gapS %.3g target %.3g\n", (long long)phase, eps, (bids_ - bids_before) / double(n), gap, target);
-#endif
       if (gap <= target || at_floor) {
         if (!std::is_same<S, double>::value) {  // certify in double
           gap = slacks<double>(pd_);
