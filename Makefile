@@ -28,7 +28,7 @@ $(VENV)/.deps: requirements-dev.txt
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps setup.py $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
-	FORCE_CUDA=$(FORCE_CUDA) CUDA_HOME=$(CUDA_HOME) CPATH="$$(ls -d $(VENV)/lib/python3*/site-packages/nvidia/cu13/include 2>/dev/null | head -n1)" \
+	FORCE_CUDA=$(FORCE_CUDA) CUDA_HOME=$(CUDA_HOME) CPATH="$$(ls -d $(abspath $(VENV))/lib/python3*/site-packages/nvidia/cu13/include 2>/dev/null | head -n1)" \
 	  TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" MAX_JOBS=$(MAX_JOBS) \
 	  $(PY) -m pip install --no-build-isolation --no-deps -e .
 	touch $@

@@ -25,6 +25,17 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
 
 
+def _pip_cuda_includes(torch_dir: str) -> list:
+    """Header folders of the pip-installed CUDA libraries (``nvidia/cu13/include``
+    etc. beside torch): torch's CUDA headers include cusparse.h and friends,
+    which a CUDA-enabled torch wheel ships there rather than in CUDA_HOME."""
+    site = os.path.dirname(torch_dir)
+    found = sorted(glob.glob(os.path.join(site, "nvidia", "cu*", "include")))
+    found += sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))
+    return [d for i, d in enumerate(found) if d not in found[:i]
+            and os.path.isfile(os.path.join(d, "cusparse.h"))]
+
+
 def get_extensions():
     if _flag("POINTCMT_NO_EXT"):
         print("pointcmt-pyg: POINTCMT_NO_EXT=1, building no extension", file=sys.stderr)
@@ -56,10 +67,13 @@ def get_extensions():
         ext_cls = CppExtension
     print(f"pointcmt-pyg: building pointcmt_pyg._C ({'CPU+CUDA' if with_cuda else 'CPU'})",
           file=sys.stderr)
+    include_dirs = [os.path.join(ROOT, "csrc")]
+    if with_cuda:
+        include_dirs += _pip_cuda_includes(os.path.dirname(torch.__file__))
     ext = ext_cls(
         "pointcmt_pyg._C",
         sources,
-        include_dirs=[os.path.join(ROOT, "csrc")],
+        include_dirs=include_dirs,
         define_macros=define_macros,
         extra_compile_args=extra,
         py_limited_api=True,

@@ -8,6 +8,7 @@ from .metrics import (MetricAccumulator, class_accuracies, confusion_matrix,
                       mean_class_accuracy, overall_accuracy)
 from .trainer import History, Trainer, default_step, epoch_seed, seed_everything
 from .stages import StageResult, train_cmpg, train_student, train_teacher
+from .plots import plot_confusion_matrix, plot_training_curves
 from . import distributed
 
 __all__ = [
@@ -28,5 +29,7 @@ __all__ = [
     "train_teacher",
     "train_cmpg",
     "train_student",
+    "plot_training_curves",
+    "plot_confusion_matrix",
     "distributed",
 ]

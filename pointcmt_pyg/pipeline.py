@@ -1,0 +1,540 @@
+r"""The whole PointCMT recipe (`Yan et al., "Let Images Give You More: Point Cloud
+Cross-Modal Training for Shape Analysis", NeurIPS 2022
+<https://arxiv.org/abs/2210.04208>`_) as one resumable run, with the plain
+baseline trained on the same budget beside it.
+
+1. Load the data (the embedded :class:`~pointcmt_pyg.datasets.SyntheticShapes`,
+   a ModelNet ``.off`` folder, or a :class:`~pointcmt_pyg.datasets.PointCloudFolder`)
+   and carve a seeded, stratified validation split out of the training split.
+   Model selection uses that validation split only; the test split (when
+   there is one) is evaluated once, at the end.
+2. Stage I: render views (meshes ray-cast, point clouds projected; cached on
+   disk) and train the :class:`~pointcmt_pyg.nn.MultiViewTeacher`.
+3. Cache the frozen teacher's features by ``sample_id``.
+4. Stage II: train the :class:`~pointcmt_pyg.nn.CMPG` with the EMD loss.
+5. Stage III: train the point model twice from the same initialisation, plain
+   and wrapped in :class:`~pointcmt_pyg.nn.CrossModalDistiller`.
+6. Evaluate both, print a table, write ``results.json`` and PNGs (training
+   curves, a view montage, confusion matrices).
+
+Every stage writes its artifacts under ``out`` and a ``done.json``; with
+``resume=True`` finished stages are loaded instead of retrained and an
+interrupted stage continues from its last checkpoint.
+
+Example:
+    >>> from pointcmt_pyg.pipeline import PipelineConfig, run_pipeline
+    >>> results = run_pipeline(PipelineConfig(data="synthetic", model="pointnet2"))
+"""
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+from torch_geometric.transforms import BaseTransform, Compose, NormalizeScale
+
+__all__ = ["PipelineConfig", "DropAttributes", "load_data", "run_pipeline", "format_table",
+           "student_transforms", "teacher_transforms"]
+
+MESH_KEYS = ("mesh_pos", "mesh_face")
+
+
+@dataclass
+class PipelineConfig:
+    r"""Settings of a PointCMT run (every field is also a command-line flag of
+    ``examples/modelnet40.py``).
+
+    Attributes:
+        data (str): ``"synthetic"`` (embedded procedural shapes), a ModelNet
+            folder of ``.off`` meshes (PyG's ``root`` with ``raw/``, or
+            ``<class>/{train,test}/*.off``), or any
+            :class:`~pointcmt_pyg.datasets.PointCloudFolder` root
+            (``<class>/<split>/<name>.<ext>``).
+        model (str): Student, one of :func:`pointcmt_pyg.models.list_models`.
+        epochs (int, optional): Student epochs (each of the two runs). Default:
+            ``6`` on synthetic data, ``50`` otherwise.
+        teacher_epochs, cmpg_epochs (int, optional): Stage I and II epochs.
+            Default: ``8``/``10`` on synthetic data, ``30``/``50`` otherwise.
+        num_points (int): Points per cloud given to the student.
+        batch_size (int): Student and CMPG batch size; ``teacher_batch_size``
+            for the teacher.
+        lr (float): Student learning rate (AdamW, cosine schedule).
+        num_views, image_size, backbone: Teacher views and ResNet.
+        val_fraction (float): Share of the training split carved out for
+            validation (stratified, seeded).
+        synthetic_classes, synthetic_train_per_class, synthetic_test_per_class:
+            Size of the embedded dataset.
+        max_train (int, optional): Keep at most this many training shapes
+            (a stratified, seeded subset; for quick runs).
+        w_fe, w_ce: PointCMT loss weights (see
+            :class:`~pointcmt_pyg.nn.CrossModalDistiller`).
+        device (str): ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
+        out (str): Output directory.
+        resume (bool): Reuse finished stages and continue interrupted ones.
+        workers (int): Data-loader worker processes.
+        seed (int): Seed of the split, initialisations and shuffling.
+        progress (bool): tqdm progress bars.
+        stages (sequence of str): Which student runs: ``"baseline"``,
+            ``"pointcmt"`` or both.
+    """
+    data: str = "synthetic"
+    model: str = "pointnet2"
+    epochs: Optional[int] = None
+    teacher_epochs: Optional[int] = None
+    cmpg_epochs: Optional[int] = None
+    num_points: int = 1024
+    batch_size: int = 32
+    teacher_batch_size: int = 16
+    lr: float = 1e-3
+    teacher_lr: float = 1e-3
+    num_views: int = 6
+    image_size: int = 64
+    backbone: str = "resnet18"
+    cmpg_points: int = 1024
+    val_fraction: float = 0.1
+    synthetic_classes: int = 10
+    synthetic_train_per_class: int = 30
+    synthetic_test_per_class: int = 10
+    max_train: Optional[int] = None
+    w_fe: float = 30.0
+    w_ce: float = 9.6
+    device: str = "auto"
+    out: str = "runs/modelnet40"
+    resume: bool = False
+    workers: int = 0
+    seed: int = 0
+    progress: bool = True
+    stages: Sequence[str] = ("baseline", "pointcmt")
+
+    def resolved(self) -> "PipelineConfig":
+        r"""A copy with the data-dependent defaults filled in and checked."""
+        synthetic = self.data == "synthetic"
+        cfg = dataclasses.replace(
+            self,
+            epochs=self.epochs if self.epochs is not None else (6 if synthetic else 50),
+            teacher_epochs=(self.teacher_epochs if self.teacher_epochs is not None
+                            else (8 if synthetic else 30)),
+            cmpg_epochs=(self.cmpg_epochs if self.cmpg_epochs is not None
+                         else (10 if synthetic else 50)),
+            stages=tuple(self.stages))
+        for name in ("epochs", "teacher_epochs", "cmpg_epochs"):
+            value = getattr(cfg, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        for name in ("num_points", "batch_size", "teacher_batch_size", "num_views",
+                     "image_size", "cmpg_points", "synthetic_classes",
+                     "synthetic_train_per_class", "synthetic_test_per_class"):
+            value = getattr(cfg, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0 < cfg.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction!r}")
+        if cfg.max_train is not None and cfg.max_train < 2:
+            raise ValueError(f"max_train must be >= 2, got {cfg.max_train!r}")
+        unknown = set(cfg.stages) - {"baseline", "pointcmt"}
+        if unknown or not cfg.stages:
+            raise ValueError(f"stages must be a non-empty subset of ('baseline', 'pointcmt'), "
+                             f"got {list(cfg.stages)!r}")
+        from .models import list_models
+        if cfg.model.strip().lower().replace("-", "_") not in list_models():
+            raise ValueError(f"unknown model {cfg.model!r}; known: {', '.join(list_models())}")
+        return cfg
+
+
+class DropAttributes(BaseTransform):
+    r"""Removes attributes from each ``Data`` (by default the mesh, which is
+    only needed for rendering and which PyG would offset wrongly when
+    batching ``mesh_face``)."""
+
+    def __init__(self, keys: Sequence[str] = MESH_KEYS) -> None:
+        self.keys = tuple(keys)
+
+    def forward(self, data: Data) -> Data:
+        for key in self.keys:
+            if key in data:
+                del data[key]
+        return data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self.keys)})"
+
+
+def _log(msg: str) -> None:
+    print(f"[pointcmt] {msg}", flush=True)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here")
+    return dev
+
+
+def _is_modelnet_off(root: Path) -> bool:
+    if (root / "raw").is_dir():
+        return True
+    for base in [root] + [root / f"ModelNet{n}" for n in ("10", "40")]:
+        if base.is_dir() and next(base.glob("*/train/*.off"), None) is not None:
+            return True
+    return False
+
+
+def _modelnet_name(root: Path) -> str:
+    for base in (root / "raw", root, root / "ModelNet40", root / "ModelNet10"):
+        if base.is_dir():
+            classes = [p for p in base.iterdir() if p.is_dir() and (p / "train").is_dir()]
+            if classes:
+                return "40" if len(classes) > 10 else "10"
+    return "10"
+
+
+def load_data(cfg: PipelineConfig) -> Tuple[Any, Optional[Any], List[str], str]:
+    r"""Loads the training split and, when present, the test split.
+
+    Returns:
+        ``(train, test or None, class_names, description)``.
+    """
+    from .datasets import ModelNet, PointCloudFolder, SyntheticShapes, stratified_split, subset
+    from .datasets import dataset_labels
+    if cfg.data == "synthetic":
+        kw = dict(num_classes=cfg.synthetic_classes, num_points=cfg.num_points, seed=cfg.seed)
+        train = SyntheticShapes("train", samples_per_class=cfg.synthetic_train_per_class, **kw)
+        test = SyntheticShapes("test", samples_per_class=cfg.synthetic_test_per_class, **kw)
+        desc = (f"SyntheticShapes ({cfg.synthetic_classes} classes, "
+                f"{len(train)} train / {len(test)} test, embedded)")
+    else:
+        root = Path(cfg.data).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"--data {cfg.data!r}: no such directory (use 'synthetic', "
+                                    "a ModelNet .off folder or a <class>/<split>/ point folder)")
+        if _is_modelnet_off(root):
+            name = _modelnet_name(root)
+            train = ModelNet(root, name=name, train=True, num_points=cfg.num_points, download=False)
+            try:
+                test = ModelNet(root, name=name, train=False, num_points=cfg.num_points,
+                                download=False)
+            except (FileNotFoundError, ValueError, RuntimeError):
+                test = None
+            desc = f"ModelNet{name} meshes at {root}"
+        else:
+            train = PointCloudFolder(root, "train", num_points=cfg.num_points, sampling="random",
+                                     seed=cfg.seed, in_memory=True)
+            has_test = any(p.is_dir() for p in root.glob("*/test"))
+            test = (PointCloudFolder(root, "test", num_points=cfg.num_points, sampling="random",
+                                     seed=cfg.seed, in_memory=True, classes=train.classes)
+                    if has_test else None)
+            desc = f"PointCloudFolder {root}"
+        desc += f" ({len(train)} train" + (f" / {len(test)} test)" if test is not None
+                                            else ", no test split)")
+    if test is not None and len(test) == 0:
+        test = None
+    if cfg.max_train is not None and cfg.max_train < len(train):
+        keep, _ = stratified_split(dataset_labels(train), 1 - cfg.max_train / len(train),
+                                   cfg.seed)
+        train = subset(train, keep)
+        desc += f", training subset of {len(train)}"
+    classes = list(getattr(train, "classes", None) or [])
+    if not classes:
+        labels = dataset_labels(train)
+        classes = [str(c) for c in range(int(max(labels)) + 1)]
+    return train, test, classes, desc
+
+
+def teacher_transforms(cfg: PipelineConfig, out: Path) -> BaseTransform:
+    r"""Views for the teacher: meshes when the sample has one, else the points;
+    rendered once into ``out/views`` and reused."""
+    from .render import RenderViews
+    return Compose([RenderViews(cfg.num_views, cfg.image_size, cache_dir=out / "views"),
+                    DropAttributes(), NormalizeScale()])
+
+
+def student_transforms(train: bool, extra: Sequence[BaseTransform] = ()) -> BaseTransform:
+    r"""Student input: the mesh dropped, centred and scaled into the unit
+    sphere (as PyG's examples, whose radii assume it), plus, for training,
+    anisotropic scaling and a shift (the usual ModelNet augmentation)."""
+    from .datasets import RandomScale, RandomShift
+    steps: List[BaseTransform] = [DropAttributes(), NormalizeScale(), *extra]
+    if train:
+        steps += [RandomScale((2.0 / 3.0, 1.5)), RandomShift(0.2)]
+    return Compose(steps)
+
+
+def _with_transform(dataset: Any, transform: Optional[BaseTransform]) -> Any:
+    view = dataset.index_select(list(range(len(dataset))))
+    view.transform = transform
+    return view
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from .train import atomic_write_text
+    atomic_write_text(json.dumps(obj, indent=2, default=_json_default), path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _read_done(stage_dir: Path, resume: bool) -> Optional[Dict[str, Any]]:
+    path = stage_dir / "done.json"
+    if resume and path.is_file():
+        return json.loads(path.read_text())
+    return None
+
+
+def _epoch_seconds(history: Any) -> Optional[float]:
+    times = [r.get("epoch_seconds") for r in getattr(history, "records", history)]
+    times = [t for t in times if t is not None]
+    return float(sum(times) / len(times)) if times else None
+
+
+def _evaluate(model: torch.nn.Module, loader: Optional[DataLoader],
+              device: torch.device) -> Optional[Dict[str, Any]]:
+    if loader is None:
+        return None
+    from .train import Trainer
+    trainer = Trainer(model, None, device=device, progress=False)
+    res = trainer.evaluate(loader, desc="test")
+    return {"oa": res["oa"], "macc": res["macc"], "num_samples": res.get("num_samples"),
+            "confusion": res["confusion"]}
+
+
+def _summary(res: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    if res is None:
+        return None
+    return {k: v for k, v in res.items() if k != "confusion"}
+
+
+def _fmt_pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def format_table(results: Dict[str, Any]) -> str:
+    r"""The side-by-side table of a :func:`run_pipeline` result."""
+    split = "test" if results.get("has_test") else "val"
+    rows = [("stage", "val OA", "val mAcc", f"{split} OA", f"{split} mAcc", "s/epoch")]
+    for key, label in (("teacher", "teacher (images)"), ("baseline", f"{results['model']}"),
+                       ("pointcmt", f"{results['model']} + PointCMT")):
+        r = results["stages"].get(key)
+        if r is None:
+            continue
+        ev = r.get("test") if split == "test" else r.get("val")
+        rows.append((label, _fmt_pct(r["val"]["oa"]), _fmt_pct(r["val"]["macc"]),
+                     _fmt_pct(ev["oa"]) if ev else "-", _fmt_pct(ev["macc"]) if ev else "-",
+                     "-" if r.get("epoch_seconds") is None else f"{r['epoch_seconds']:.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    b, p = results["stages"].get("baseline"), results["stages"].get("pointcmt")
+    if b and p:
+        key = split
+        if b.get(key) and p.get(key):
+            lines.append(f"PointCMT - baseline: {100 * (p[key]['oa'] - b[key]['oa']):+.2f} OA, "
+                         f"{100 * (p[key]['macc'] - b[key]['macc']):+.2f} mAcc ({key} split)")
+    return "\n".join(lines)
+
+
+def run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
+    r"""Runs the whole recipe (see the module docstring) and returns the
+    results (also written to ``cfg.out/results.json``)."""
+    from .datasets import AttachImageFeatures, FeatureCache, compute_teacher_features
+    from .datasets import train_val_split
+    from .models import get_model
+    from .nn import CMPG, CrossModalDistiller, MultiViewTeacher, load_cmpg, load_teacher
+    from .render import save_montage
+    from .train import (History, plot_confusion_matrix, plot_training_curves, seed_everything,
+                        train_cmpg, train_student, train_teacher)
+
+    cfg = cfg.resolved()
+    device = _resolve_device(cfg.device)
+    out = Path(cfg.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    _write_json(out / "config.json", dataclasses.asdict(cfg))
+
+    full_train, test, classes, desc = load_data(cfg)
+    train, val = train_val_split(full_train, cfg.val_fraction, cfg.seed)
+    _log(f"data: {desc}; {len(train)} train / {len(val)} val (carved from train, seed "
+         f"{cfg.seed}); device {device}; out {out}")
+    num_classes = len(classes)
+    common = dict(device=device, seed=cfg.seed, num_workers=cfg.workers, progress=cfg.progress,
+                  resume=cfg.resume)
+    results: Dict[str, Any] = {"model": cfg.model, "data": desc, "has_test": test is not None,
+                               "num_classes": num_classes, "classes": classes,
+                               "train_size": len(train), "val_size": len(val),
+                               "test_size": None if test is None else len(test),
+                               "stages": {}}
+    histories: Dict[str, Any] = {}
+
+    # ------------------------------------------------------------ stage I
+    t_views = teacher_transforms(cfg, out)
+    train_v, val_v = _with_transform(train, t_views), _with_transform(val, t_views)
+    stage_dir = out / "teacher"
+    done = _read_done(stage_dir, cfg.resume)
+    if done is not None:
+        teacher = load_teacher(stage_dir / "teacher.pt").to(device)
+        _log(f"teacher: reusing {stage_dir / 'teacher.pt'}")
+    else:
+        _log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px, "
+             f"{cfg.teacher_epochs} epochs)")
+        seed_everything(cfg.seed)
+        teacher = MultiViewTeacher(num_classes, backbone=cfg.backbone, in_channels=1)
+        res = train_teacher(teacher, train_v, val_v, epochs=cfg.teacher_epochs,
+                            batch_size=cfg.teacher_batch_size, lr=cfg.teacher_lr,
+                            out_dir=stage_dir, **common)
+        teacher = res.model
+        done = {"val": _summary(_evaluate(teacher_eval_wrapper(teacher), DataLoader(
+                    val_v, batch_size=cfg.teacher_batch_size), device)),
+                "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
+        _write_json(stage_dir / "done.json", done)
+    histories["teacher"] = History.from_dict(done["history"])
+    results["stages"]["teacher"] = {k: done[k] for k in ("val", "epoch_seconds")}
+    results["stages"]["teacher"]["test"] = None
+    try:
+        sample = train_v[0]
+        save_montage(sample.views[0], out / "views_montage.png",
+                     title=f"{classes[int(sample.y)]}: {cfg.num_views} views the teacher sees")
+    except Exception as exc:  # a picture must never fail a run
+        _log(f"montage skipped: {exc}")
+
+    # ------------------------------------------------- teacher features
+    feat_path = out / "teacher_features.pt"
+    need_pointcmt = "pointcmt" in cfg.stages
+    if cfg.resume and feat_path.is_file():
+        cache = FeatureCache.load(feat_path)
+    else:
+        _log("caching teacher features of the training split (train + val)")
+        cache = compute_teacher_features(teacher, _concat(train_v, val_v),
+                                         batch_size=cfg.teacher_batch_size, device=device,
+                                         progress=cfg.progress,
+                                         metadata={"teacher": str(stage_dir / "teacher.pt")})
+        cache.save(feat_path)
+    attach = AttachImageFeatures(cache)
+
+    # ------------------------------------------------------------ stage II
+    stage_dir = out / "cmpg"
+    done = _read_done(stage_dir, cfg.resume)
+    if done is not None:
+        cmpg = load_cmpg(stage_dir / "cmpg.pt").to(device)
+        _log(f"cmpg: reusing {stage_dir / 'cmpg.pt'}")
+    else:
+        _log(f"stage II: CMPG ({teacher.feat_dim} -> {cfg.cmpg_points} points, "
+             f"{cfg.cmpg_epochs} epochs)")
+        seed_everything(cfg.seed)
+        cmpg = CMPG(teacher.feat_dim, num_points=cfg.cmpg_points)
+        t_cmpg = Compose([DropAttributes(), attach])
+        res = train_cmpg(cmpg, _with_transform(train, t_cmpg), _with_transform(val, t_cmpg),
+                         epochs=cfg.cmpg_epochs, batch_size=cfg.batch_size, out_dir=stage_dir,
+                         **common)
+        cmpg = res.model
+        done = {"val_emd": res.history.best_metric,
+                "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
+        _write_json(stage_dir / "done.json", done)
+    histories["cmpg"] = History.from_dict(done["history"])
+    results["stages"]["cmpg"] = {"val_emd": done["val_emd"],
+                                 "epoch_seconds": done["epoch_seconds"]}
+
+    # ----------------------------------------------------------- stage III
+    val_s = _with_transform(val, student_transforms(False))
+    test_loader = (DataLoader(_with_transform(test, student_transforms(False)),
+                              batch_size=cfg.batch_size) if test is not None else None)
+    val_loader = DataLoader(val_s, batch_size=cfg.batch_size)
+    for run in ("baseline", "pointcmt"):
+        if run not in cfg.stages:
+            continue
+        stage_dir = out / run
+        seed_everything(cfg.seed)               # same initial student in both runs
+        student = get_model(cfg.model, num_classes)
+        done = _read_done(stage_dir, cfg.resume)
+        if done is not None:
+            student.load_state_dict(torch.load(stage_dir / "student.pt", map_location="cpu"))
+            student.to(device)
+            _log(f"{run}: reusing {stage_dir / 'student.pt'}")
+        else:
+            if run == "baseline":
+                model, train_s = student, _with_transform(train, student_transforms(True))
+            else:
+                model = CrossModalDistiller(student, teacher, cmpg, w_fe=cfg.w_fe, w_ce=cfg.w_ce,
+                                            teacher_source="cache")
+                train_s = _with_transform(train, student_transforms(True, [attach]))
+            _log(f"stage III: {cfg.model} {'with PointCMT' if run == 'pointcmt' else 'baseline'}"
+                 f" ({cfg.epochs} epochs, {cfg.num_points} points)")
+            res = train_student(model, train_s, val_s, epochs=cfg.epochs,
+                                batch_size=cfg.batch_size, lr=cfg.lr, out_dir=stage_dir,
+                                num_classes=num_classes, **common)
+            student = res.model.student if run == "pointcmt" else res.model
+            test_res = _evaluate(student, test_loader, device)
+            val_res = _evaluate(student, val_loader, device)
+            done = {"val": _summary(val_res), "test": _summary(test_res),
+                    "confusion": (test_res or val_res)["confusion"],
+                    "epoch_seconds": _epoch_seconds(res.history),
+                    "history": res.history.to_dict()}
+            _write_json(stage_dir / "done.json", done)
+        histories[run] = History.from_dict(done["history"])
+        results["stages"][run] = {k: done[k] for k in ("val", "test", "epoch_seconds")}
+        try:
+            split = "test" if test is not None else "val"
+            plot_confusion_matrix(torch.tensor(done["confusion"]), out / f"confusion_{run}.png",
+                                  class_names=classes,
+                                  title=f"{cfg.model}{' + PointCMT' if run == 'pointcmt' else ''}"
+                                        f" ({split})")
+        except Exception as exc:
+            _log(f"confusion plot skipped: {exc}")
+
+    try:
+        plot_training_curves({k: v for k, v in histories.items() if k != "cmpg"},
+                             out / "training_curves.png",
+                             title=f"PointCMT on {desc.split(' (')[0]}")
+    except Exception as exc:
+        _log(f"curve plot skipped: {exc}")
+    results["wall_seconds"] = time.time() - t_start
+    results["table"] = format_table(results)
+    _write_json(out / "results.json", results)
+    print()
+    print(results["table"])
+    print(f"\nwall time {results['wall_seconds'] / 60:.1f} min; artifacts in {out}")
+    return results
+
+
+class _TeacherOnViews(torch.nn.Module):
+    def __init__(self, teacher: torch.nn.Module) -> None:
+        super().__init__()
+        self.teacher = teacher
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.teacher(batch.views)
+
+
+def teacher_eval_wrapper(teacher: torch.nn.Module) -> torch.nn.Module:
+    r"""Wraps a view classifier so that it takes a PyG batch (for evaluation)."""
+    return _TeacherOnViews(teacher)
+
+
+def _concat(*datasets: Any) -> Any:
+    from torch.utils.data import ConcatDataset
+    return ConcatDataset(list(datasets))
+
+
+def main_entry(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:  # pragma: no cover
+    r"""``python -m pointcmt_pyg.pipeline`` (same flags as ``examples/modelnet40.py``)."""
+    from .cli import pipeline_parser, config_from_args
+    args = pipeline_parser().parse_args(argv)
+    return run_pipeline(config_from_args(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main_entry(sys.argv[1:])
