@@ -3,17 +3,82 @@ r"""The ``pointcmt-pyg`` console script: PointCMT's stages from the shell
 
 ``pointcmt-pyg run`` runs the whole recipe (as ``examples/modelnet40.py``);
 the other subcommands run one stage each, so that a stage can be redone or
-its artifacts reused.
+its artifacts reused. In pipeline order::
+
+    pointcmt-pyg render                 # views -> runs/pointcmt/views (+ montage.png)
+    pointcmt-pyg train-teacher          # stage I  -> runs/pointcmt/teacher/teacher.pt
+    pointcmt-pyg cache-features         # -> runs/pointcmt/teacher_features.pt
+    pointcmt-pyg train-cmpg             # stage II -> runs/pointcmt/cmpg/cmpg.pt
+    pointcmt-pyg distill --model dgcnn  # stage III -> runs/pointcmt/pointcmt/student.pt
+    pointcmt-pyg evaluate --model dgcnn --weights runs/pointcmt/pointcmt/student.pt
+
+Every input path defaults to where the previous subcommand writes by default,
+and these are the places ``pointcmt-pyg run --out runs/pointcmt`` uses, so
+rendered views are shared with a full run. Data loading and transforms are
+those of :mod:`pointcmt_pyg.pipeline`. Bad input (a missing file, a teacher
+and a CMPG of different feature sizes, a feature cache of another dataset,
+...) ends with a one-line message and exit status 2, not a traceback.
 """
 import argparse
+import contextlib
 import dataclasses
+import json
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = ["main", "build_parser", "pipeline_parser", "add_pipeline_arguments",
-           "config_from_args"]
+           "config_from_args", "COMMANDS"]
+
+#: Where the stage subcommands read and write by default (the layout of
+#: ``pointcmt-pyg run --out runs/pointcmt``).
+RUN_DIR = Path("runs/pointcmt")
+
+#: The subcommands in pipeline order, with their one-line summaries.
+COMMANDS: Tuple[Tuple[str, str], ...] = (
+    ("render", "render every shape's views into the view cache and save a montage PNG"),
+    ("train-teacher", "stage I: train the multi-view image teacher -> teacher.pt"),
+    ("cache-features", "run a saved teacher over the training split -> feature cache file"),
+    ("train-cmpg", "stage II: train the cross-modal point generator from a feature cache "
+                   "-> cmpg.pt"),
+    ("distill", "stage III: train a point model with PointCMT (or --baseline) -> student.pt"),
+    ("evaluate", "OA / mAcc of a saved student on the test or validation split"),
+    ("run", "the whole recipe: teacher, CMPG, baseline and PointCMT students, table "
+            "and plots"),
+)
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    r"""Keeps the descriptions' line breaks and appends real defaults (not
+    ``None``/``False``, nor where the help already says its default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is False
+                or default is argparse.SUPPRESS or action.option_strings == []):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class InputError(Exception):
+    r"""Bad command-line input; :func:`main` turns it into an argparse error
+    (usage, message, exit status 2)."""
+
+
+@contextlib.contextmanager
+def _inputs() -> Iterator[None]:
+    r"""Turns the errors of reading and checking inputs into :class:`InputError`."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (FileNotFoundError, IsADirectoryError, ValueError, KeyError, TypeError) as error:
+        msg = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise InputError(str(msg)) from error
+
+
+# ------------------------------------------------------------- run (whole recipe)
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     r"""Adds the flags of :class:`~pointcmt_pyg.pipeline.PipelineConfig` to ``parser``."""
     from .pipeline import PipelineConfig
@@ -99,35 +164,684 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
-    run_pipeline(config_from_args(args))
+    with _inputs():
+        cfg = config_from_args(args).resolved()
+    if cfg.data != "synthetic" and not Path(cfg.data).expanduser().is_dir():
+        raise InputError(f"--data {cfg.data!r}: no such directory (use 'synthetic', a "
+                         "ModelNet .off folder or a <class>/<split>/ point folder)")
+    run_pipeline(cfg)
     return 0
+
+
+# ------------------------------------------------------------- shared flags
+def _add_data_arguments(p: argparse.ArgumentParser, d: Any, val: bool = True) -> None:
+    g = p.add_argument_group("data (as `pointcmt-pyg run`; give every stage the same flags)")
+    g.add_argument("--data", default=d.data,
+                   help="'synthetic' (embedded procedural shapes), a ModelNet .off folder "
+                        "(PyG root with raw/, or <class>/{train,test}/*.off) or a point "
+                        "folder <class>/<split>/<name>.{npy,npz,txt,xyz,pcd,ply,off,obj}")
+    g.add_argument("--num-points", type=int, default=d.num_points, help="points per cloud")
+    g.add_argument("--synthetic-classes", type=int, default=d.synthetic_classes,
+                   help="embedded dataset: number of classes (at most 16)")
+    g.add_argument("--synthetic-train-per-class", type=int, default=d.synthetic_train_per_class,
+                   help="embedded dataset: training shapes per class")
+    g.add_argument("--synthetic-test-per-class", type=int, default=d.synthetic_test_per_class,
+                   help="embedded dataset: test shapes per class")
+    g.add_argument("--max-train", type=int, default=None,
+                   help="keep a stratified subset of this many training shapes")
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="validation carve from the training split (stratified, seeded; "
+                        "model selection looks at it only)" if val else
+                        "unused here (accepted so that every stage takes the same data flags)")
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the data, the validation carve and the training")
+
+
+def _add_view_arguments(p: argparse.ArgumentParser, d: Any, from_teacher: bool = False) -> None:
+    g = p.add_argument_group("views")
+    if from_teacher:
+        g.add_argument("--num-views", type=int, default=None,
+                       help=f"views per shape (default: those the teacher was trained on, "
+                            f"from teacher_config.json beside it, else {d.num_views})")
+        g.add_argument("--image-size", type=int, default=None,
+                       help=f"view size in pixels (default: the teacher's, else {d.image_size})")
+    else:
+        g.add_argument("--num-views", type=int, default=d.num_views, help="views per shape")
+        g.add_argument("--image-size", type=int, default=d.image_size,
+                       help="view size in pixels")
+
+
+def _add_run_arguments(p: argparse.ArgumentParser, d: Any, resume: bool = True) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--workers", type=int, default=d.workers, help="data-loader workers")
+    if resume:
+        g.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run from --out/last.pt")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+# ------------------------------------------------------------- helpers
+def _log(msg: str) -> None:
+    print(f"[pointcmt] {msg}", flush=True)
+
+
+def _config(args: argparse.Namespace, **overrides: Any) -> Any:
+    r"""A checked :class:`~pointcmt_pyg.pipeline.PipelineConfig` from the data
+    flags of ``args`` plus ``overrides`` (its validation is the pipeline's)."""
+    from .pipeline import PipelineConfig
+    names = {f.name for f in dataclasses.fields(PipelineConfig)}
+    kw = {k: v for k, v in vars(args).items() if k in names and v is not None and k not in (
+        "epochs", "batch_size", "lr", "model", "out", "resume")}
+    kw.update(overrides)
+    kw["progress"] = not getattr(args, "no_progress", False)
+    with _inputs():
+        return PipelineConfig(**kw).resolved()
+
+
+def _device(name: str) -> Any:
+    import torch
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device {name!r}: not a device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name!r} but CUDA is not available here")
+    return dev
+
+
+def _load_data(cfg: Any) -> Tuple[Any, Optional[Any], List[str], str]:
+    from .pipeline import load_data
+    with _inputs():
+        return load_data(cfg)
+
+
+def _split(full_train: Any, cfg: Any) -> Tuple[Any, Any]:
+    from .datasets import train_val_split
+    with _inputs():
+        return train_val_split(full_train, cfg.val_fraction, cfg.seed)
+
+
+def _with_transform(dataset: Any, transform: Any) -> Any:
+    r"""A view of ``dataset`` with ``transform`` (the dataset itself is untouched)."""
+    view = dataset.index_select(list(range(len(dataset))))
+    view.transform = transform
+    return view
+
+
+def _view_transform(num_views: int, image_size: int, cache_dir: Path) -> Any:
+    r"""The teacher's input, exactly :func:`pointcmt_pyg.pipeline.teacher_transforms`
+    but with the view cache at ``cache_dir`` itself (the pipeline's is ``<out>/views``)."""
+    from torch_geometric.transforms import Compose, NormalizeScale
+
+    from .pipeline import DropAttributes
+    from .render import RenderViews
+    with _inputs():
+        return Compose([RenderViews(num_views, image_size, cache_dir=cache_dir),
+                        DropAttributes(), NormalizeScale()])
+
+
+def _sample_ids(dataset: Any) -> List[str]:
+    ids = getattr(dataset, "sample_ids", None)
+    if isinstance(ids, list):
+        return ids
+    return [dataset[i].sample_id for i in range(len(dataset))]
+
+
+def _check_cache_covers(cache: Any, dataset: Any, path: Path) -> None:
+    ids = _sample_ids(dataset)
+    missing = [i for i in ids if i not in cache]
+    if missing:
+        raise InputError(
+            f"the feature cache {path} lacks {len(missing)} of the {len(ids)} training shapes "
+            f"(first: {missing[0]!r}); it was computed on other data: rerun `pointcmt-pyg "
+            "cache-features` with the same data flags")
+
+
+def _require_file(path: Path, flag: str, hint: str) -> Path:
+    if not path.is_file():
+        raise InputError(f"{flag} {path}: no such file ({hint})")
+    return path
+
+
+def _load_teacher(path: Path) -> Any:
+    from .nn import load_teacher
+    _require_file(path, "--teacher", "train one with `pointcmt-pyg train-teacher`")
+    with _inputs():
+        return load_teacher(path)
+
+
+def _load_cmpg(path: Path) -> Any:
+    from .nn import load_cmpg
+    _require_file(path, "--cmpg", "train one with `pointcmt-pyg train-cmpg`")
+    with _inputs():
+        return load_cmpg(path)
+
+
+def _load_features(path: Path) -> Any:
+    from .datasets import FeatureCache
+    _require_file(path, "--features", "write one with `pointcmt-pyg cache-features`")
+    with _inputs():
+        cache = FeatureCache.load(path)
+    if len(cache) == 0:
+        raise InputError(f"--features {path}: the cache is empty")
+    return cache
+
+
+def _check_classes(what: str, found: int, classes: Sequence[str]) -> None:
+    if found != len(classes):
+        raise InputError(f"{what} has {found} classes but the data has {len(classes)} "
+                         "(use the data flags it was trained with)")
+
+
+def _write_json(path: Path, obj: Dict[str, Any]) -> None:
+    from .train import atomic_write_text
+    atomic_write_text(json.dumps(obj, indent=2), path)
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+# ------------------------------------------------------------- render
+def _cmd_render(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from .render import save_montage
+    cfg = _config(args)
+    train, test, classes, desc = _load_data(cfg)
+    if args.split in ("test", "all") and test is None:
+        raise InputError(f"--split {args.split}: {desc} has no test split")
+    if args.montage < 0:
+        raise InputError(f"--montage must be >= 0, got {args.montage}")
+    out = Path(args.out).expanduser()
+    transform = _view_transform(cfg.num_views, cfg.image_size, out)
+    renderer = transform.transforms[0]
+    parts = [("train", train)] if args.split in ("train", "all") else []
+    if args.split in ("test", "all"):
+        parts.append(("test", test))
+    _log(f"data: {desc}; rendering {cfg.num_views} views of {cfg.image_size} px "
+         f"({args.split} split) into {renderer.cache_dir}")
+    rendered = cached = 0
+    for name, dataset in parts:
+        for i in tqdm(range(len(dataset)), desc=f"render {name}", unit="shape",
+                      disable=args.no_progress):
+            data = dataset[i]
+            hit = renderer.cache_path(data.sample_id).is_file()
+            with _inputs():
+                transform(data)
+            cached += int(hit)
+            rendered += int(not hit)
+    _log(f"{rendered} shapes rendered, {cached} already cached, in {renderer.cache_dir}")
+    if args.montage:
+        # One shape per class (the first of each), one row per shape.
+        labels = [int(y) for y in _labels(train)]
+        first: Dict[int, int] = {}
+        for i, y in enumerate(labels):
+            first.setdefault(y, i)
+        picks = sorted(first.values())[:args.montage]
+        rows = [transform(train[i]).views[0] for i in picks]
+        titles = [f"{classes[labels[i]]} v{v}" for i in picks for v in range(cfg.num_views)]
+        path = Path(args.montage_path) if args.montage_path else out / "montage.png"
+        save_montage(torch.cat(rows), path, ncols=cfg.num_views, view_titles=titles,
+                     title=f"what the teacher sees: {cfg.num_views} views, {cfg.image_size} px")
+        _log(f"montage of {len(picks)} shapes -> {path}")
+    return 0
+
+
+def _labels(dataset: Any) -> Any:
+    from .datasets import dataset_labels
+    return dataset_labels(dataset).tolist()
+
+
+# ------------------------------------------------------------- train-teacher
+def _cmd_train_teacher(args: argparse.Namespace) -> int:
+    from .nn import MultiViewTeacher
+    from .train import seed_everything, train_teacher
+    cfg = _config(args, teacher_epochs=args.epochs, teacher_batch_size=args.batch_size,
+                  teacher_lr=args.lr)
+    device = _device(args.device)
+    full_train, _, classes, desc = _load_data(cfg)
+    train, val = _split(full_train, cfg)
+    out = Path(args.out).expanduser()
+    views = Path(args.views).expanduser() if args.views else out / "views"
+    transform = _view_transform(cfg.num_views, cfg.image_size, views)
+    _log(f"data: {desc}; {len(train)} train / {len(val)} val (carved from train, seed "
+         f"{cfg.seed}); device {device}")
+    _log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px, "
+         f"{cfg.teacher_epochs} epochs) -> {out / 'teacher.pt'}")
+    seed_everything(cfg.seed)
+    with _inputs():
+        teacher = MultiViewTeacher(len(classes), backbone=cfg.backbone, in_channels=1)
+    res = train_teacher(teacher, _with_transform(train, transform),
+                        _with_transform(val, transform), epochs=cfg.teacher_epochs,
+                        batch_size=cfg.teacher_batch_size, lr=cfg.teacher_lr, out_dir=out,
+                        device=device, seed=cfg.seed, num_workers=args.workers,
+                        progress=cfg.progress, resume=args.resume)
+    _write_json(out / "teacher_config.json",
+                {"num_views": cfg.num_views, "image_size": cfg.image_size,
+                 "views": str(views.resolve()), "backbone": cfg.backbone, "data": cfg.data,
+                 "classes": classes, "val_oa": res.history.best_metric,
+                 "best_epoch": res.history.best_epoch})
+    _log(f"teacher: val OA {_pct(res.history.best_metric)} (epoch {res.history.best_epoch}) "
+         f"-> {out / 'teacher.pt'}")
+    return 0
+
+
+# ------------------------------------------------------------- cache-features
+def _cmd_cache_features(args: argparse.Namespace) -> int:
+    from .datasets import compute_teacher_features
+    teacher_path = Path(args.teacher).expanduser()
+    teacher = _load_teacher(teacher_path)
+    saved = _read_json(teacher_path.parent / "teacher_config.json")
+    num_views = args.num_views if args.num_views is not None else saved.get("num_views")
+    image_size = args.image_size if args.image_size is not None else saved.get("image_size")
+    overrides = {k: v for k, v in (("num_views", num_views), ("image_size", image_size))
+                 if v is not None}
+    cfg = _config(args, **overrides)
+    device = _device(args.device)
+    train, _, classes, desc = _load_data(cfg)
+    _check_classes(f"the teacher {teacher_path}", teacher.num_classes, classes)
+    views = (Path(args.views).expanduser() if args.views else
+             Path(saved["views"]) if saved.get("views") else teacher_path.parent / "views")
+    out = Path(args.out).expanduser()
+    _log(f"data: {desc}; teacher features of the {len(train)} training shapes "
+         f"({cfg.num_views} views of {cfg.image_size} px) -> {out}")
+    cache = compute_teacher_features(
+        teacher, _with_transform(train, _view_transform(cfg.num_views, cfg.image_size, views)),
+        batch_size=args.batch_size, device=device, progress=cfg.progress,
+        metadata={"teacher": str(teacher_path), "num_views": cfg.num_views,
+                  "image_size": cfg.image_size, "data": cfg.data})
+    cache.save(out)
+    _log(f"{len(cache)} features of size {cache.feat_dim} -> {out}")
+    return 0
+
+
+# ------------------------------------------------------------- train-cmpg
+def _cmd_train_cmpg(args: argparse.Namespace) -> int:
+    from torch_geometric.transforms import Compose
+
+    from .datasets import AttachImageFeatures
+    from .nn import CMPG
+    from .pipeline import DropAttributes
+    from .train import seed_everything, train_cmpg
+    features = Path(args.features).expanduser()
+    cache = _load_features(features)
+    cfg = _config(args, cmpg_epochs=args.epochs, cmpg_points=args.points)
+    device = _device(args.device)
+    full_train, _, _, desc = _load_data(cfg)
+    _check_cache_covers(cache, full_train, features)
+    train, val = _split(full_train, cfg)
+    out = Path(args.out).expanduser()
+    _log(f"data: {desc}; {len(train)} train / {len(val)} val; device {device}")
+    _log(f"stage II: CMPG ({cache.feat_dim} -> {cfg.cmpg_points} points, {cfg.cmpg_epochs} "
+         f"epochs) -> {out / 'cmpg.pt'}")
+    seed_everything(cfg.seed)
+    cmpg = CMPG(cache.feat_dim, num_points=cfg.cmpg_points)
+    transform = Compose([DropAttributes(), AttachImageFeatures(cache)])
+    res = train_cmpg(cmpg, _with_transform(train, transform), _with_transform(val, transform),
+                     epochs=cfg.cmpg_epochs, batch_size=args.batch_size, lr=args.lr,
+                     out_dir=out, device=device, seed=cfg.seed, num_workers=args.workers,
+                     progress=cfg.progress, resume=args.resume)
+    _log(f"cmpg: val EMD {res.history.best_metric:.4f} (epoch {res.history.best_epoch}) "
+         f"-> {out / 'cmpg.pt'}" if res.history.best_metric is not None
+         else f"cmpg -> {out / 'cmpg.pt'}")
+    return 0
+
+
+# ------------------------------------------------------------- distill
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from .datasets import AttachImageFeatures
+    from .models import get_model
+    from .nn import CrossModalDistiller
+    from .pipeline import student_transforms
+    from .train import seed_everything, train_student
+    cfg = _config(args, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                  lr=args.lr)
+    device = _device(args.device)
+    teacher = cmpg = cache = None
+    if args.baseline:
+        given = [f for f, v in (("--teacher", args.teacher), ("--cmpg", args.cmpg),
+                                ("--features", args.features)) if v is not None]
+        if given:
+            raise InputError(f"--baseline trains the plain model: drop {', '.join(given)}")
+    else:
+        cmpg_path = Path(args.cmpg or RUN_DIR / "cmpg" / "cmpg.pt").expanduser()
+        feat_path = Path(args.features or RUN_DIR / "teacher_features.pt").expanduser()
+        cmpg, cache = _load_cmpg(cmpg_path), _load_features(feat_path)
+        sizes = {f"the features in {feat_path}": cache.feat_dim,
+                 f"the CMPG {cmpg_path} (in_dim)": cmpg.in_dim}
+        teacher_path = Path(args.teacher).expanduser() if args.teacher else None
+        if teacher_path is not None:
+            teacher = _load_teacher(teacher_path)
+            sizes[f"the teacher {teacher_path}"] = teacher.feat_dim
+        if len(set(sizes.values())) > 1:
+            raise InputError("mismatched feature sizes: " + ", ".join(
+                f"{k} {v}" for k, v in sizes.items())
+                + " (use the teacher, features and CMPG of one run)")
+    full_train, test, classes, desc = _load_data(cfg)
+    if cache is not None:
+        _check_cache_covers(cache, full_train, feat_path)
+    if teacher is not None:
+        _check_classes(f"the teacher {teacher_path}", teacher.num_classes, classes)
+    train, val = _split(full_train, cfg)
+    run = "baseline" if args.baseline else "pointcmt"
+    out = Path(args.out).expanduser() if args.out else RUN_DIR / run
+    _log(f"data: {desc}; {len(train)} train / {len(val)} val; device {device}")
+    seed_everything(cfg.seed)
+    with _inputs():
+        student = get_model(cfg.model, len(classes))
+    if args.baseline:
+        model, train_t = student, student_transforms(True)
+    else:
+        with _inputs():
+            model = CrossModalDistiller(student, teacher, cmpg, w_fe=args.w_fe, w_ce=args.w_ce,
+                                        teacher_source="cache", teacher_dim=cache.feat_dim)
+        train_t = student_transforms(True, [AttachImageFeatures(cache)])
+    _log(f"stage III: {cfg.model} {'baseline' if args.baseline else 'with PointCMT'} "
+         f"({cfg.epochs} epochs, {cfg.num_points} points) -> {out / 'student.pt'}")
+    res = train_student(model, _with_transform(train, train_t),
+                        _with_transform(val, student_transforms(False)), epochs=cfg.epochs,
+                        batch_size=cfg.batch_size, lr=cfg.lr, out_dir=out, device=device,
+                        seed=cfg.seed, num_workers=args.workers, progress=cfg.progress,
+                        resume=args.resume, num_classes=len(classes))
+    _write_json(out / "student_config.json",
+                {"model": cfg.model, "num_classes": len(classes), "classes": classes,
+                 "num_points": cfg.num_points, "data": cfg.data, "pointcmt": not args.baseline,
+                 "val_oa": res.history.best_metric, "best_epoch": res.history.best_epoch})
+    _log(f"{run}: val OA {_pct(res.history.best_metric)} (epoch {res.history.best_epoch}) "
+         f"-> {out / 'student.pt'}")
+    return 0
+
+
+# ------------------------------------------------------------- evaluate
+def _read_weights(path: Path) -> Dict[str, Any]:
+    import torch
+    _require_file(path, "--weights", "train a student with `pointcmt-pyg distill`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling errors come in many types
+        raise InputError(f"--weights {path}: not a readable torch file ({error})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]                      # a trainer best.pt
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise InputError(f"--weights {path}: not a state_dict (student.pt or best.pt)")
+    return state
+
+
+def evaluate_model(model: Any, dataset: Any, num_classes: int, batch_size: int = 32,
+                   device: Any = "cpu") -> Dict[str, Any]:
+    r"""OA, mAcc and the confusion matrix of ``model(batch) -> logits`` over
+    ``dataset`` (PyG ``Data`` with ``y``), in eval mode without gradients."""
+    import torch
+    from torch_geometric.loader import DataLoader
+
+    from .train import confusion_matrix, mean_class_accuracy, overall_accuracy
+    model.eval().to(device)
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            batch = batch.to(device)
+            logits = model(batch)
+            logits = getattr(logits, "logits", logits)
+            conf += confusion_matrix(logits.argmax(-1).cpu(), batch.y.view(-1).cpu(),
+                                     num_classes)
+    return {"oa": overall_accuracy(conf), "macc": mean_class_accuracy(conf),
+            "num_samples": int(conf.sum()), "confusion": conf}
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .models import get_model
+    from .pipeline import student_transforms
+    from .train import plot_confusion_matrix
+    weights = Path(args.weights).expanduser()
+    state = _read_weights(weights)
+    saved = _read_json(weights.parent / "student_config.json")
+    name = args.model or saved.get("model")
+    if not name:
+        raise InputError("--model is required (no student_config.json beside --weights "
+                         "tells it)")
+    num_points = args.num_points if args.num_points is not None else saved.get("num_points")
+    cfg = _config(args, model=name, **({"num_points": num_points} if num_points else {}))
+    device = _device(args.device)
+    full_train, test, classes, desc = _load_data(cfg)
+    if args.split == "test":
+        if test is None:
+            raise InputError(f"--split test: {desc} has no test split (use --split val)")
+        dataset = test
+    else:
+        dataset = _split(full_train, cfg)[1]
+    with _inputs():
+        model = get_model(cfg.model, len(classes))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        raise InputError(f"--weights {weights} do not fit --model {cfg.model} with "
+                         f"{len(classes)} classes: {first[1].strip() if len(first) > 1 else first[0]}"
+                         ) from None
+    res = evaluate_model(model, _with_transform(dataset, student_transforms(False)),
+                         len(classes), batch_size=args.batch_size, device=device)
+    print(f"{cfg.model} ({weights}) on the {args.split} split of {desc.split(' (')[0]} "
+          f"({res['num_samples']} shapes): OA {_pct(res['oa'])}  mAcc {_pct(res['macc'])}",
+          flush=True)
+    if args.confusion:
+        path = plot_confusion_matrix(res["confusion"], Path(args.confusion).expanduser(),
+                                     class_names=classes,
+                                     title=f"{cfg.model} ({args.split}): OA {_pct(res['oa'])}")
+        _log(f"confusion matrix -> {path}")
+    return 0
+
+
+# ------------------------------------------------------------- parser
+_DESCRIPTIONS = {
+    "render": """\
+Render every shape of a dataset into the view cache that the teacher stages read,
+and save a montage PNG (one row per shape, the first shape of the first classes).
+
+Input:  --data (synthetic, a ModelNet .off folder or a point folder).
+        Meshes are ray-cast when the data has them, point clouds are projected.
+Output: <out>/<config hash>/<sha1 of sample_id>.pt (one file per shape; a changed
+        --num-views/--image-size renders into its own folder), <out>/montage.png.""",
+    "train-teacher": """\
+Stage I: train the MultiViewTeacher (a torchvision ResNet per view, max over views,
+linear head) on rendered views. The validation split is carved from the training
+split (stratified, seeded); the best validation epoch is kept.
+
+Input:  --data, the view cache --views (rendered on first use when empty).
+Output: <out>/teacher.pt (load_teacher), <out>/teacher_config.json (views used),
+        checkpoints <out>/last.pt, <out>/best.pt and <out>/history.json.""",
+    "cache-features": """\
+Run a saved teacher once over the whole training split (train + validation carve)
+and store its global image features by sample_id.
+
+Input:  --teacher teacher.pt, --data (the teacher's data flags), the view cache.
+Output: --out, a FeatureCache file (FeatureCache.load; AttachImageFeatures).""",
+    "train-cmpg": """\
+Stage II: train the cross-modal point generator (CMPG: teacher feature -> point
+cloud) with the Earth Mover's Distance against each shape's own points, on the
+cached teacher features; the lowest validation EMD is kept.
+
+Input:  --features (from cache-features), --data (the same data flags).
+Output: <out>/cmpg.pt (load_cmpg), checkpoints and history.json in <out>.""",
+    "distill": """\
+Stage III: train a point model from pointcmt_pyg.models wrapped in CrossModalDistiller
+(CE + feature enhancement through the frozen CMPG + classifier enhancement), or with
+--baseline the plain model on the same budget. --resume continues a killed run.
+
+Input:  --model, --features and --cmpg (and optionally --teacher, to check that it
+        fits), --data (the same data flags).
+Output: <out>/student.pt (the plain model's state_dict: inference needs nothing
+        else), <out>/student_config.json, checkpoints and history.json.""",
+    "evaluate": """\
+Evaluate a saved student on the test split (or the validation carve of the
+training split, --split val) and print its overall accuracy (OA) and mean class
+accuracy (mAcc).
+
+Input:  --weights student.pt (or a trainer best.pt), --model (default: from
+        student_config.json beside the weights), --data.
+Output: OA / mAcc on stdout, optionally --confusion PNG.""",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     r"""The ``pointcmt-pyg`` parser with one subcommand per stage."""
+    from .pipeline import PipelineConfig
+    d = PipelineConfig()
     parser = argparse.ArgumentParser(
         prog="pointcmt-pyg",
         description="PointCMT (NeurIPS 2022, https://arxiv.org/abs/2210.04208) for PyG: "
-        "images teach a point-cloud classifier during training only.\n\n"
-        "  run             the whole recipe (as examples/modelnet40.py)\n",
+        "images teach a point-cloud classifier during training only.\n"
+        "Run the stages one by one (their default paths chain under runs/pointcmt/), or "
+        "all at once with `run`.",
+        epilog="example (embedded synthetic data):\n"
+        "  pointcmt-pyg render && pointcmt-pyg train-teacher && pointcmt-pyg cache-features\n"
+        "  pointcmt-pyg train-cmpg && pointcmt-pyg distill --model pointnet2\n"
+        "  pointcmt-pyg evaluate --weights runs/pointcmt/pointcmt/student.pt\n"
+        "`pointcmt-pyg COMMAND --help` explains each command's inputs and outputs.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = sub.add_parser("run", help="the whole recipe: teacher, CMPG, baseline and PointCMT "
-                         "students, table and plots",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_pipeline_arguments(run)
-    run.set_defaults(func=_cmd_run)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                title="commands (in pipeline order)")
+    helps = dict(COMMANDS)
+    parsers = {}
+    for name, _ in COMMANDS:
+        if name == "run":
+            parsers[name] = sub.add_parser(
+                name, help=helps[name], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                description="The whole recipe (as examples/modelnet40.py): teacher on rendered "
+                "views, CMPG, then the point model with and without PointCMT on the same "
+                "budget; prints a table and writes results.json and PNGs to --out.")
+        else:
+            parsers[name] = sub.add_parser(name, help=helps[name],
+                                           description=_DESCRIPTIONS[name],
+                                           formatter_class=_Formatter)
+
+    p = parsers["render"]
+    _add_data_arguments(p, d, val=False)
+    _add_view_arguments(p, d)
+    p.add_argument("--split", choices=("train", "test", "all"), default="train",
+                   help="which split to render (the teacher stages read the training split)")
+    p.add_argument("--montage", type=int, default=4,
+                   help="shapes in the montage PNG (0: no montage)")
+    p.add_argument("--montage-path", default=None, help="montage PNG (default: <out>/montage.png)")
+    p.add_argument("--out", default=str(RUN_DIR / "views"), help="the view cache directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_render)
+
+    p = parsers["train-teacher"]
+    _add_data_arguments(p, d)
+    _add_view_arguments(p, d)
+    p.add_argument("--views", default=str(RUN_DIR / "views"),
+                   help="the view cache (the --out of `render`)")
+    p.add_argument("--backbone", default=d.backbone, help="torchvision ResNet")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: 8 on synthetic data, 30 otherwise)")
+    p.add_argument("--batch-size", type=int, default=d.teacher_batch_size, help="batch size")
+    p.add_argument("--lr", type=float, default=d.teacher_lr, help="learning rate (AdamW)")
+    p.add_argument("--out", default=str(RUN_DIR / "teacher"), help="output directory")
+    _add_run_arguments(p, d)
+    p.set_defaults(func=_cmd_train_teacher)
+
+    p = parsers["cache-features"]
+    p.add_argument("--teacher", default=str(RUN_DIR / "teacher" / "teacher.pt"),
+                   help="the teacher (from train-teacher)")
+    _add_data_arguments(p, d, val=False)
+    _add_view_arguments(p, d, from_teacher=True)
+    p.add_argument("--views", default=None,
+                   help="the view cache (default: the one the teacher was trained on)")
+    p.add_argument("--batch-size", type=int, default=d.teacher_batch_size, help="batch size")
+    p.add_argument("--out", default=str(RUN_DIR / "teacher_features.pt"),
+                   help="the feature cache file to write")
+    _add_run_arguments(p, d, resume=False)
+    p.set_defaults(func=_cmd_cache_features)
+
+    p = parsers["train-cmpg"]
+    p.add_argument("--features", default=str(RUN_DIR / "teacher_features.pt"),
+                   help="the feature cache (from cache-features)")
+    _add_data_arguments(p, d)
+    p.add_argument("--points", type=int, default=d.cmpg_points,
+                   help="points the CMPG generates")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: 10 on synthetic data, 50 otherwise)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW)")
+    p.add_argument("--out", default=str(RUN_DIR / "cmpg"), help="output directory")
+    _add_run_arguments(p, d)
+    p.set_defaults(func=_cmd_train_cmpg)
+
+    p = parsers["distill"]
+    p.add_argument("--model", default=d.model,
+                   help="the student: pointnet2 | pointnet2_msg | dgcnn | point_transformer")
+    p.add_argument("--baseline", action="store_true",
+                   help="train the plain model (no teacher, CMPG or features)")
+    p.add_argument("--teacher", default=None,
+                   help="the teacher, to check that it fits the features and the data "
+                        "(optional: the cached features are what the student learns from)")
+    p.add_argument("--cmpg", default=None,
+                   help=f"the CMPG (default: {RUN_DIR / 'cmpg' / 'cmpg.pt'})")
+    p.add_argument("--features", default=None,
+                   help=f"the teacher features (default: {RUN_DIR / 'teacher_features.pt'})")
+    _add_data_arguments(p, d)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: 6 on synthetic data, 50 otherwise)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (AdamW, cosine)")
+    p.add_argument("--w-fe", type=float, default=d.w_fe, help="feature-enhancement weight")
+    p.add_argument("--w-ce", type=float, default=d.w_ce,
+                   help="classifier-enhancement weight (per-sample KL; official 0.3 x batch 32)")
+    p.add_argument("--out", default=None,
+                   help=f"output directory (default: {RUN_DIR / 'pointcmt'}, or "
+                        f"{RUN_DIR / 'baseline'} with --baseline)")
+    _add_run_arguments(p, d)
+    p.set_defaults(func=_cmd_distill)
+
+    p = parsers["evaluate"]
+    p.add_argument("--weights", required=True, help="student.pt (or a trainer best.pt)")
+    p.add_argument("--model", default=None,
+                   help="the student's architecture (default: from student_config.json "
+                        "beside --weights)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="the test split, or the validation carve of the training split")
+    _add_data_arguments(p, d)
+    p.set_defaults(num_points=None)           # default: the student's, else the pipeline's
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
+    p.add_argument("--confusion", default=None, help="write the confusion matrix to this PNG")
+    _add_run_arguments(p, d, resume=False)
+    p.set_defaults(func=_cmd_evaluate)
+
+    add_pipeline_arguments(parsers["run"])
+    parsers["run"].set_defaults(func=_cmd_run)
+    for name, p in parsers.items():
+        p.set_defaults(_parser=p)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    r"""Entry point of the ``pointcmt-pyg`` console script."""
+    r"""Entry point of the ``pointcmt-pyg`` console script.
+
+    Returns the exit status (``0``); bad input exits with status ``2`` and a
+    one-line message (argparse's ``error``), ``--help`` with ``0``.
+    """
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as error:
+        args._parser.error(str(error))
+    return 2  # pragma: no cover - error() exits
 
 
 if __name__ == "__main__":  # pragma: no cover
