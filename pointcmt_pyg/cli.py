@@ -306,25 +306,30 @@ def _require_file(path: Path, flag: str, hint: str) -> Path:
     return path
 
 
+def _read_artifact(load: Any, path: Path, flag: str) -> Any:
+    r"""``load(path)``; any failure (a foreign or damaged file) is bad input."""
+    try:
+        return load(path)
+    except Exception as error:  # unpickling fails with many exception types
+        raise InputError(f"{flag} {path}: cannot be read ({error})") from None
+
+
 def _load_teacher(path: Path) -> Any:
     from .nn import load_teacher
     _require_file(path, "--teacher", "train one with `pointcmt-pyg train-teacher`")
-    with _inputs():
-        return load_teacher(path)
+    return _read_artifact(load_teacher, path, "--teacher")
 
 
 def _load_cmpg(path: Path) -> Any:
     from .nn import load_cmpg
     _require_file(path, "--cmpg", "train one with `pointcmt-pyg train-cmpg`")
-    with _inputs():
-        return load_cmpg(path)
+    return _read_artifact(load_cmpg, path, "--cmpg")
 
 
 def _load_features(path: Path) -> Any:
     from .datasets import FeatureCache
     _require_file(path, "--features", "write one with `pointcmt-pyg cache-features`")
-    with _inputs():
-        cache = FeatureCache.load(path)
+    cache = _read_artifact(FeatureCache.load, path, "--features")
     if len(cache) == 0:
         raise InputError(f"--features {path}: the cache is empty")
     return cache
@@ -346,6 +351,13 @@ def _read_json(path: Path) -> Dict[str, Any]:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
         return {}
+
+
+def _log_resume(args: argparse.Namespace, out: Path) -> None:
+    if args.resume:
+        last = out / "last.pt"
+        _log(f"resuming from {last}" if last.is_file() else f"--resume: no {last} yet, "
+             "starting fresh")
 
 
 def _pct(value: Optional[float]) -> str:
@@ -420,6 +432,7 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
          f"{cfg.seed}); device {device}")
     _log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px, "
          f"{cfg.teacher_epochs} epochs) -> {out / 'teacher.pt'}")
+    _log_resume(args, out)
     seed_everything(cfg.seed)
     with _inputs():
         teacher = MultiViewTeacher(len(classes), backbone=cfg.backbone, in_channels=1)
@@ -486,6 +499,7 @@ def _cmd_train_cmpg(args: argparse.Namespace) -> int:
     _log(f"data: {desc}; {len(train)} train / {len(val)} val; device {device}")
     _log(f"stage II: CMPG ({cache.feat_dim} -> {cfg.cmpg_points} points, {cfg.cmpg_epochs} "
          f"epochs) -> {out / 'cmpg.pt'}")
+    _log_resume(args, out)
     seed_everything(cfg.seed)
     cmpg = CMPG(cache.feat_dim, num_points=cfg.cmpg_points)
     transform = Compose([DropAttributes(), AttachImageFeatures(cache)])
@@ -538,6 +552,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     run = "baseline" if args.baseline else "pointcmt"
     out = Path(args.out).expanduser() if args.out else RUN_DIR / run
     _log(f"data: {desc}; {len(train)} train / {len(val)} val; device {device}")
+    _log_resume(args, out)
     seed_everything(cfg.seed)
     with _inputs():
         student = get_model(cfg.model, len(classes))

@@ -1,0 +1,310 @@
+"""The ``pointcmt-pyg`` console script: help texts, the stage subcommands chained
+on a tiny synthetic set (artifacts checked against direct computations), and bad
+input giving an argparse error instead of a traceback."""
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+from torch_geometric.transforms import NormalizeScale
+
+from pointcmt_pyg.cli import COMMANDS, build_parser, main
+from pointcmt_pyg.datasets import FeatureCache, SyntheticShapes, train_val_split
+from pointcmt_pyg.models import get_model
+from pointcmt_pyg.nn import CMPG, load_cmpg, load_teacher, save_cmpg
+from pointcmt_pyg.render import RenderViews
+
+REPO = Path(__file__).resolve().parent.parent
+NAMES = [name for name, _ in COMMANDS]
+STAGES = NAMES[:-1]  # all but `run`
+DATA = ["--synthetic-classes", "3", "--synthetic-train-per-class", "6",
+        "--synthetic-test-per-class", "2", "--num-points", "128", "--val-fraction", "0.34",
+        "--seed", "0"]
+VIEWS = ["--num-views", "2", "--image-size", "16"]
+QUIET = ["--no-progress", "--device", "cpu"]
+
+
+def _synthetic(split, per_class):
+    return SyntheticShapes(split, num_classes=3, samples_per_class=per_class, num_points=128,
+                           seed=0)
+
+
+def _run(*argv):
+    """main(argv) with its stdout captured; returns the text."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(list(argv)) == 0
+    return buf.getvalue()
+
+
+def _fails(capsys, *argv):
+    """main(argv) must end with an argparse error (exit 2); returns the message."""
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+    return err.split("error:", 1)[1].strip()
+
+
+# --------------------------------------------------------------------- help
+def test_top_level_help_lists_the_commands_in_pipeline_order(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert NAMES == ["render", "train-teacher", "cache-features", "train-cmpg", "distill",
+                     "evaluate", "run"]
+    listing = out.split("commands (in pipeline order):", 1)[1]
+    positions = [re.search(rf"^ {{4}}{re.escape(n)}\b", listing, re.M) for n in NAMES]
+    assert all(positions), listing
+    assert [p.start() for p in positions] == sorted(p.start() for p in positions)
+    for name, summary in COMMANDS:      # every command has its one-line summary
+        assert summary.split()[0] in listing
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_subcommand_help(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([name, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: pointcmt-pyg {name} ")
+    assert "--data" in out
+    assert ("--out" in out) == (name != "evaluate")
+    expected = {"render": ["montage.png", "--num-views"], "train-teacher": ["teacher.pt"],
+                "cache-features": ["--teacher", "FeatureCache"],
+                "train-cmpg": ["--features", "cmpg.pt"],
+                "distill": ["--model", "--baseline", "--resume", "student.pt"],
+                "evaluate": ["--weights", "--split", "OA", "mAcc", "--confusion"],
+                "run": ["results.json", "--only"]}[name]
+    for word in expected:
+        assert word in out, (name, word)
+
+
+def test_no_command_prints_help_and_returns_2(capsys):
+    assert main([]) == 2
+    assert "commands (in pipeline order)" in capsys.readouterr().out
+
+
+def test_help_through_python_m():
+    """`python -m pointcmt_pyg.cli` (what the console script runs) for every help."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    argvs = [["--help"]] + [[name, "--help"] for name in NAMES]
+    procs = [subprocess.Popen([sys.executable, "-m", "pointcmt_pyg.cli", *argv], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for argv in argvs]
+    for argv, proc in zip(argvs, procs):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (argv, err)
+        if len(argv) == 1:
+            assert "commands (in pipeline order)" in out
+            assert all(name in out for name in NAMES)
+        else:
+            assert out.startswith(f"usage: pointcmt-pyg {argv[0]} ")
+
+
+def test_bad_input_through_python_m(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pointcmt_pyg.cli", "cache-features",
+                           "--teacher", str(tmp_path / "missing.pt")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "missing.pt: no such file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------- the chain
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """render -> train-teacher -> cache-features -> train-cmpg -> distill (+ baseline)."""
+    root = tmp_path_factory.mktemp("cli")
+    logs = {}
+    logs["render"] = _run("render", *DATA, *VIEWS, "--out", str(root / "views"), *QUIET[:1])
+    logs["teacher"] = _run("train-teacher", *DATA, *VIEWS, "--views", str(root / "views"),
+                           "--epochs", "1", "--batch-size", "8", "--out",
+                           str(root / "teacher"), *QUIET)
+    # The views come from teacher_config.json beside the teacher.
+    logs["features"] = _run("cache-features", *DATA, "--teacher",
+                            str(root / "teacher" / "teacher.pt"), "--out",
+                            str(root / "features.pt"), *QUIET)
+    logs["cmpg"] = _run("train-cmpg", *DATA, "--features", str(root / "features.pt"),
+                        "--points", "128", "--epochs", "1", "--batch-size", "8", "--out",
+                        str(root / "cmpg"), *QUIET)
+    logs["distill"] = _run("distill", *DATA, "--model", "pointnet2", "--features",
+                           str(root / "features.pt"), "--cmpg", str(root / "cmpg" / "cmpg.pt"),
+                           "--teacher", str(root / "teacher" / "teacher.pt"), "--epochs", "1",
+                           "--batch-size", "8", "--out", str(root / "pointcmt"), *QUIET)
+    logs["baseline"] = _run("distill", *DATA, "--baseline", "--epochs", "1", "--batch-size",
+                            "8", "--out", str(root / "baseline"), *QUIET)
+    return root, logs
+
+
+def test_render_fills_the_cache_and_writes_a_montage(chain):
+    root, logs = chain
+    renderer = RenderViews(2, 16, cache_dir=root / "views")
+    train = _synthetic("train", 6)
+    for data in train:
+        entry = torch.load(renderer.cache_path(data.sample_id), weights_only=True)
+        assert entry["sample_id"] == data.sample_id
+        assert torch.equal(entry["views"], renderer.render(data))
+    assert (root / "views" / "montage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "18 shapes rendered, 0 already cached" in logs["render"]
+    # A second render finds everything cached.
+    again = _run("render", *DATA, *VIEWS, "--out", str(root / "views"), "--montage", "0",
+                 "--no-progress")
+    assert "0 shapes rendered, 18 already cached" in again
+
+
+def test_teacher_and_its_features(chain):
+    root, logs = chain
+    teacher = load_teacher(root / "teacher" / "teacher.pt")
+    assert teacher.num_classes == 3 and teacher.feat_dim == 512
+    saved = json.loads((root / "teacher" / "teacher_config.json").read_text())
+    assert (saved["num_views"], saved["image_size"]) == (2, 16)
+    assert re.search(r"teacher: val OA \d+\.\d\d% \(epoch 1\)", logs["teacher"])
+
+    cache = FeatureCache.load(root / "features.pt")
+    train = _synthetic("train", 6)
+    assert sorted(cache.ids) == sorted(train.sample_ids) and cache.feat_dim == 512
+    renderer = RenderViews(2, 16)
+    with torch.no_grad():
+        for i in (0, 7, 17):                # the cached feature is the teacher's on the views
+            data = train[i]
+            ref = teacher.features(renderer(data).views)[0]
+            torch.testing.assert_close(cache[data.sample_id], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_cmpg_artifact(chain):
+    root, logs = chain
+    cmpg = load_cmpg(root / "cmpg" / "cmpg.pt")
+    assert (cmpg.in_dim, cmpg.num_points) == (512, 128)
+    assert cmpg(torch.randn(2, 512)).shape == (2, 128, 3)
+    assert re.search(r"cmpg: val EMD \d+\.\d{4}", logs["cmpg"])
+
+
+def test_students_load_and_differ(chain):
+    root, _ = chain
+    states = {}
+    for run in ("pointcmt", "baseline"):
+        model = get_model("pointnet2", 3)
+        fresh = {k: v.clone() for k, v in model.state_dict().items()}
+        states[run] = torch.load(root / run / "student.pt", weights_only=True)
+        model.load_state_dict(states[run])   # strict: the plain model's state_dict
+        assert any(not torch.equal(fresh[k], states[run][k]) for k in fresh)
+        saved = json.loads((root / run / "student_config.json").read_text())
+        assert saved["model"] == "pointnet2" and saved["pointcmt"] == (run == "pointcmt")
+    assert any(not torch.equal(states["pointcmt"][k], states["baseline"][k])
+               for k in states["baseline"])
+
+
+def _reference_accuracy(state, dataset):
+    """OA and mAcc one shape at a time, without the CLI's loader or metrics."""
+    model = get_model("pointnet2", 3)
+    model.load_state_dict(state)
+    model.eval()
+    hits = {c: [] for c in range(3)}
+    with torch.no_grad():
+        for data in dataset:
+            data = NormalizeScale()(data.clone())
+            del data.mesh_pos, data.mesh_face
+            pred = int(model(Batch.from_data_list([data])).argmax())
+            hits[int(data.y)].append(pred == int(data.y))
+    flat = [h for v in hits.values() for h in v]
+    return (100 * sum(flat) / len(flat),
+            100 * sum(sum(v) / len(v) for v in hits.values() if v) / 3)
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_evaluate_prints_the_accuracy_of_the_student(chain, split):
+    root, _ = chain
+    weights = root / "pointcmt" / "student.pt"
+    png = root / f"confusion_{split}.png"
+    # --model and --num-points come from student_config.json beside the weights.
+    out = _run("evaluate", *DATA, "--weights", str(weights), "--split", split,
+               "--confusion", str(png), *QUIET)
+    m = re.search(r"\((\d+) shapes\): OA (\d+\.\d\d)%  mAcc (\d+\.\d\d)%", out)
+    assert m, out
+    if split == "test":
+        dataset = _synthetic("test", 2)
+    else:
+        dataset = train_val_split(_synthetic("train", 6), 0.34, 0)[1]
+    oa, macc = _reference_accuracy(torch.load(weights, weights_only=True), dataset)
+    assert int(m.group(1)) == len(dataset) == 6
+    assert float(m.group(2)) == pytest.approx(oa, abs=0.006)
+    assert float(m.group(3)) == pytest.approx(macc, abs=0.006)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_distill_resume_continues_the_run(chain, tmp_path):
+    root, _ = chain
+    args = ["distill", *DATA, "--baseline", "--batch-size", "8", "--out",
+            str(tmp_path / "b"), *QUIET]
+    _run(*args, "--epochs", "1")
+    out = _run(*args, "--epochs", "2", "--resume")
+    assert f"resuming from {tmp_path / 'b' / 'last.pt'}" in out
+    history = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert [r["epoch"] for r in history["records"]] == [1, 2]
+
+
+# --------------------------------------------------------------------- bad input
+def test_missing_files(capsys, tmp_path):
+    msg = _fails(capsys, "cache-features", "--teacher", str(tmp_path / "t.pt"))
+    assert "t.pt: no such file" in msg and "train-teacher" in msg
+    msg = _fails(capsys, "train-cmpg", "--features", str(tmp_path / "f.pt"))
+    assert "f.pt: no such file" in msg
+    msg = _fails(capsys, "evaluate", "--weights", str(tmp_path / "s.pt"), "--model",
+                 "pointnet2")
+    assert "s.pt: no such file" in msg
+    msg = _fails(capsys, "render", "--data", str(tmp_path / "nowhere"), "--out",
+                 str(tmp_path / "v"))
+    assert "no such directory" in msg
+    (tmp_path / "junk.pt").write_text("not a teacher")
+    msg = _fails(capsys, "cache-features", "--teacher", str(tmp_path / "junk.pt"))
+    assert "junk.pt" in msg
+
+
+def test_mismatched_feature_sizes(chain, capsys, tmp_path):
+    root, _ = chain
+    save_cmpg(CMPG(64, num_points=128), tmp_path / "small.pt")
+    msg = _fails(capsys, "distill", *DATA, "--features", str(root / "features.pt"),
+                 "--cmpg", str(tmp_path / "small.pt"), "--out", str(tmp_path / "s"))
+    assert "mismatched feature sizes" in msg and "512" in msg and "64" in msg
+
+
+def test_data_that_does_not_fit_the_artifacts(chain, capsys, tmp_path):
+    root, _ = chain
+    other = [a if a != "3" else "4" for a in DATA]          # 4 classes instead of 3
+    msg = _fails(capsys, "cache-features", *other, "--teacher",
+                 str(root / "teacher" / "teacher.pt"), "--out", str(tmp_path / "f.pt"))
+    assert "3 classes but the data has 4" in msg
+    msg = _fails(capsys, "train-cmpg", *other, "--features", str(root / "features.pt"),
+                 "--out", str(tmp_path / "c"))
+    assert "lacks 6 of the 24 training shapes" in msg
+    msg = _fails(capsys, "evaluate", *DATA, "--model", "dgcnn", "--weights",
+                 str(root / "pointcmt" / "student.pt"))
+    assert "do not fit --model dgcnn" in msg
+
+
+def test_bad_flags(capsys, tmp_path):
+    assert "unknown model" in _fails(capsys, "distill", "--model", "nope", "--baseline",
+                                     "--out", str(tmp_path / "x"))
+    msg = _fails(capsys, "distill", "--baseline", "--cmpg", "c.pt", "--out", str(tmp_path))
+    assert "--baseline trains the plain model: drop --cmpg" in msg
+    assert "num_views" in _fails(capsys, "render", "--num-views", "0", "--out",
+                                 str(tmp_path / "v"))
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in _fails(capsys, "train-teacher", "--device", "cuda:0",
+                                                 "--out", str(tmp_path))
+    assert "invalid choice" in _fails(capsys, "evaluate", "--weights", "w.pt", "--split", "x")
+    assert "val_fraction" in _fails(capsys, "run", "--val-fraction", "1.5")
+
+
+def test_parser_is_buildable_twice():
+    assert build_parser().format_help() == build_parser().format_help()
