@@ -16,8 +16,13 @@ Outputs in ``--out`` (default ``runs/modelnet40``): ``results.json``,
 folder per stage with checkpoints (``teacher/teacher.pt``, ``cmpg/cmpg.pt``,
 ``pointcmt/student.pt``, ...).
 """
-from pointcmt_pyg.cli import config_from_args, pipeline_parser
-from pointcmt_pyg.pipeline import run_pipeline
+import warnings
+
+# PyG 2.8 calls torch.jit.script at import time, which torch 2.14 deprecates: noise, not our concern.
+warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+
+from pointcmt_pyg.cli import config_from_args, pipeline_parser  # noqa: E402
+from pointcmt_pyg.pipeline import run_pipeline  # noqa: E402
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ Example:
 """
 import dataclasses
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -298,15 +299,24 @@ def _epoch_seconds(history: Any) -> Optional[float]:
     return float(sum(times) / len(times)) if times else None
 
 
-def _evaluate(model: torch.nn.Module, loader: Optional[DataLoader],
-              device: torch.device) -> Optional[Dict[str, Any]]:
+@torch.no_grad()
+def _evaluate(model: torch.nn.Module, loader: Optional[DataLoader], device: torch.device,
+              num_classes: int) -> Optional[Dict[str, Any]]:
+    r"""OA, mAcc and the confusion matrix of ``model(batch) -> logits`` on ``loader``."""
     if loader is None:
         return None
-    from .train import Trainer
-    trainer = Trainer(model, None, device=device, progress=False)
-    res = trainer.evaluate(loader, desc="test")
-    return {"oa": res["oa"], "macc": res["macc"], "num_samples": res.get("num_samples"),
-            "confusion": res["confusion"]}
+    from .train import confusion_matrix, mean_class_accuracy, overall_accuracy
+    was_training = model.training
+    model.eval().to(device)
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    for batch in loader:
+        batch = batch.to(device)
+        logits = model(batch)
+        logits = getattr(logits, "logits", logits)
+        conf += confusion_matrix(logits.argmax(-1).cpu(), batch.y.view(-1).cpu(), num_classes)
+    model.train(was_training)
+    return {"oa": overall_accuracy(conf), "macc": mean_class_accuracy(conf),
+            "num_samples": int(conf.sum()), "confusion": conf.tolist()}
 
 
 def _summary(res: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -351,6 +361,20 @@ def format_table(results: Dict[str, Any]) -> str:
 def run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
     r"""Runs the whole recipe (see the module docstring) and returns the
     results (also written to ``cfg.out/results.json``)."""
+    if cfg.progress:
+        return _run_pipeline(cfg)
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"         # no bars; per-epoch lines stay
+    try:
+        return _run_pipeline(cfg)
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+
+
+def _run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
     from .datasets import AttachImageFeatures, FeatureCache, compute_teacher_features
     from .datasets import train_val_split
     from .models import get_model
@@ -371,7 +395,8 @@ def run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
     _log(f"data: {desc}; {len(train)} train / {len(val)} val (carved from train, seed "
          f"{cfg.seed}); device {device}; out {out}")
     num_classes = len(classes)
-    common = dict(device=device, seed=cfg.seed, num_workers=cfg.workers, progress=cfg.progress,
+    # Without bars the trainer still prints one line per epoch.
+    common = dict(device=device, seed=cfg.seed, num_workers=cfg.workers, progress=True,
                   resume=cfg.resume)
     results: Dict[str, Any] = {"model": cfg.model, "data": desc, "has_test": test is not None,
                                "num_classes": num_classes, "classes": classes,
@@ -397,13 +422,16 @@ def run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
                             batch_size=cfg.teacher_batch_size, lr=cfg.teacher_lr,
                             out_dir=stage_dir, **common)
         teacher = res.model
-        done = {"val": _summary(_evaluate(teacher_eval_wrapper(teacher), DataLoader(
-                    val_v, batch_size=cfg.teacher_batch_size), device)),
+        wrapped = teacher_eval_wrapper(teacher)
+        done = {"val": _summary(_evaluate(wrapped, DataLoader(
+                    val_v, batch_size=cfg.teacher_batch_size), device, num_classes)),
+                "test": _summary(_evaluate(wrapped, None if test is None else DataLoader(
+                    _with_transform(test, t_views), batch_size=cfg.teacher_batch_size),
+                    device, num_classes)),
                 "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
         _write_json(stage_dir / "done.json", done)
     histories["teacher"] = History.from_dict(done["history"])
-    results["stages"]["teacher"] = {k: done[k] for k in ("val", "epoch_seconds")}
-    results["stages"]["teacher"]["test"] = None
+    results["stages"]["teacher"] = {k: done.get(k) for k in ("val", "test", "epoch_seconds")}
     try:
         sample = train_v[0]
         save_montage(sample.views[0], out / "views_montage.png",
@@ -477,8 +505,8 @@ def run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
                                 batch_size=cfg.batch_size, lr=cfg.lr, out_dir=stage_dir,
                                 num_classes=num_classes, **common)
             student = res.model.student if run == "pointcmt" else res.model
-            test_res = _evaluate(student, test_loader, device)
-            val_res = _evaluate(student, val_loader, device)
+            test_res = _evaluate(student, test_loader, device, num_classes)
+            val_res = _evaluate(student, val_loader, device, num_classes)
             done = {"val": _summary(val_res), "test": _summary(test_res),
                     "confusion": (test_res or val_res)["confusion"],
                     "epoch_seconds": _epoch_seconds(res.history),

@@ -1,0 +1,116 @@
+r"""The whole PointCMT recipe (pointcmt_pyg.pipeline and examples/modelnet40.py)
+on a tiny embedded dataset: every stage runs, artifacts reload, resume reuses
+finished stages, and bad settings are refused."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pointcmt_pyg.pipeline import DropAttributes, PipelineConfig, format_table, run_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(data="synthetic", model="pointnet2", epochs=1, teacher_epochs=1, cmpg_epochs=1,
+            num_points=128, batch_size=8, teacher_batch_size=8, num_views=2, image_size=16,
+            cmpg_points=128, synthetic_classes=3, synthetic_train_per_class=8,
+            synthetic_test_per_class=3, val_fraction=0.25, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    results = run_pipeline(PipelineConfig(out=str(out), **TINY))
+    return out, results
+
+
+def test_pipeline_writes_every_artifact(tiny_run):
+    out, results = tiny_run
+    for name in ("results.json", "config.json", "teacher_features.pt", "views_montage.png",
+                 "training_curves.png", "confusion_baseline.png", "confusion_pointcmt.png",
+                 "teacher/teacher.pt", "cmpg/cmpg.pt", "baseline/student.pt",
+                 "pointcmt/student.pt"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["has_test"] and saved["test_size"] == 9 and saved["num_classes"] == 3
+    # 24 training shapes, a stratified quarter carved out for validation.
+    assert saved["train_size"] == 18 and saved["val_size"] == 6
+    for stage in ("teacher", "baseline", "pointcmt"):
+        r = saved["stages"][stage]
+        assert 0 <= r["val"]["oa"] <= 1 and r["val"]["num_samples"] == 6
+        assert r["test"]["num_samples"] == 9
+        assert r["epoch_seconds"] > 0
+    assert saved["stages"]["cmpg"]["val_emd"] > 0
+    assert "PointCMT - baseline" in saved["table"] and "teacher (images)" in saved["table"]
+
+
+def test_pipeline_students_reload_to_reported_accuracy(tiny_run):
+    from pointcmt_pyg.models import get_model
+    from pointcmt_pyg.pipeline import _evaluate, _with_transform, load_data, student_transforms
+    from torch_geometric.loader import DataLoader
+    out, results = tiny_run
+    cfg = PipelineConfig(out=str(out), **TINY).resolved()
+    _, test, _, _ = load_data(cfg)
+    loader = DataLoader(_with_transform(test, student_transforms(False)), batch_size=4)
+    for run in ("baseline", "pointcmt"):
+        model = get_model("pointnet2", 3)
+        model.load_state_dict(torch.load(out / run / "student.pt"))
+        res = _evaluate(model, loader, torch.device("cpu"), 3)
+        assert res["oa"] == pytest.approx(results["stages"][run]["test"]["oa"])
+
+
+def test_pipeline_resume_reuses_finished_stages(tiny_run, capsys):
+    out, results = tiny_run
+    again = run_pipeline(PipelineConfig(out=str(out), resume=True, **TINY))
+    log = capsys.readouterr().out
+    for stage in ("teacher", "cmpg", "baseline", "pointcmt"):
+        assert f"{stage}: reusing" in log
+    for stage in ("teacher", "baseline", "pointcmt"):
+        assert again["stages"][stage] == results["stages"][stage]
+
+
+def test_example_script_prints_table(tmp_path):
+    args = [sys.executable, str(ROOT / "examples" / "modelnet40.py"), "--out", str(tmp_path),
+            "--no-progress", "--only", "pointcmt"]
+    for key, value in TINY.items():
+        if key not in ("progress",):
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pointnet2 + PointCMT" in proc.stdout and "teacher (images)" in proc.stdout
+    assert "stage III: pointnet2 with PointCMT" in proc.stdout
+    assert not (tmp_path / "baseline").exists()
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(epochs=-1), "epochs"),
+    (dict(num_points=0), "num_points"),
+    (dict(val_fraction=1.0), "val_fraction"),
+    (dict(model="pointnet9"), "unknown model"),
+    (dict(stages=("student",)), "stages"),
+])
+def test_pipeline_rejects_bad_settings(change, match):
+    with pytest.raises(ValueError, match=match):
+        PipelineConfig(**{**TINY, **change}).resolved()
+
+
+def test_pipeline_missing_data_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        run_pipeline(PipelineConfig(**{**TINY, "data": str(tmp_path / "nope"),
+                                       "out": str(tmp_path / "o")}))
+
+
+def test_drop_attributes_removes_mesh():
+    from torch_geometric.data import Data
+    data = Data(pos=torch.zeros(4, 3), mesh_pos=torch.zeros(3, 3),
+                mesh_face=torch.zeros(1, 3, dtype=torch.long))
+    data = DropAttributes()(data)
+    assert "mesh_pos" not in data and "mesh_face" not in data and data.pos.shape == (4, 3)
+
+
+def test_format_table_without_test_split():
+    stage = {"val": {"oa": 0.5, "macc": 0.25}, "test": None, "epoch_seconds": 1.0}
+    table = format_table({"model": "dgcnn", "has_test": False,
+                          "stages": {"baseline": stage, "pointcmt": stage}})
+    assert "val OA" in table and "50.00" in table and "+0.00 OA" in table
