@@ -44,6 +44,7 @@ What it does:
 import contextlib
 import json
 import math
+import os
 import random
 import time
 import warnings
@@ -279,6 +280,10 @@ def _progress_bar(iterable: Any, enabled: bool, **kwargs: Any):
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
+    # tqdm reads TQDM_* variables when it is imported; honour a later
+    # TQDM_DISABLE=1 (set by `--no-progress`) too: no bars, epoch lines stay.
+    if os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes"):
+        kwargs["disable"] = True
     return tqdm(iterable, dynamic_ncols=True, **kwargs)
 
 
