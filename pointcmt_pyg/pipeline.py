@@ -58,12 +58,14 @@ class PipelineConfig:
             (``<class>/<split>/<name>.<ext>``).
         model (str): Student, one of :func:`pointcmt_pyg.models.list_models`.
         epochs (int, optional): Student epochs (each of the two runs). Default:
-            ``6`` on synthetic data, ``50`` otherwise.
+            ``8`` on synthetic data, ``50`` otherwise.
         teacher_epochs, cmpg_epochs (int, optional): Stage I and II epochs.
             Default: ``8``/``10`` on synthetic data, ``30``/``50`` otherwise.
-        num_points (int): Points per cloud given to the student.
-        batch_size (int): Student and CMPG batch size; ``teacher_batch_size``
-            for the teacher.
+        num_points (int, optional): Points per cloud given to the student.
+            Default: ``512`` on synthetic data, ``1024`` otherwise.
+        batch_size (int, optional): Student and CMPG batch size
+            (``teacher_batch_size`` for the teacher). Default: ``16`` on
+            synthetic data (more steps on a small set), ``32`` otherwise.
         lr (float): Student learning rate (AdamW, cosine schedule).
         num_views, image_size, backbone: Teacher views and ResNet.
         val_fraction (float): Share of the training split carved out for
@@ -88,8 +90,8 @@ class PipelineConfig:
     epochs: Optional[int] = None
     teacher_epochs: Optional[int] = None
     cmpg_epochs: Optional[int] = None
-    num_points: int = 1024
-    batch_size: int = 32
+    num_points: Optional[int] = None
+    batch_size: Optional[int] = None
     teacher_batch_size: int = 16
     lr: float = 1e-3
     teacher_lr: float = 1e-3
@@ -117,7 +119,11 @@ class PipelineConfig:
         synthetic = self.data == "synthetic"
         cfg = dataclasses.replace(
             self,
-            epochs=self.epochs if self.epochs is not None else (6 if synthetic else 50),
+            epochs=self.epochs if self.epochs is not None else (8 if synthetic else 50),
+            num_points=(self.num_points if self.num_points is not None
+                        else (512 if synthetic else 1024)),
+            batch_size=(self.batch_size if self.batch_size is not None
+                        else (16 if synthetic else 32)),
             teacher_epochs=(self.teacher_epochs if self.teacher_epochs is not None
                             else (8 if synthetic else 30)),
             cmpg_epochs=(self.cmpg_epochs if self.cmpg_epochs is not None
@@ -202,6 +208,7 @@ def load_data(cfg: PipelineConfig) -> Tuple[Any, Optional[Any], List[str], str]:
     Returns:
         ``(train, test or None, class_names, description)``.
     """
+    cfg = cfg.resolved()
     from .datasets import ModelNet, PointCloudFolder, SyntheticShapes, stratified_split, subset
     from .datasets import dataset_labels
     if cfg.data == "synthetic":
@@ -284,6 +291,17 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class _Skip(Exception):
+    pass
+
+
+def _write_done(stage_dir: Path, done: Dict[str, Any], main: bool) -> None:
+    from .train import distributed as D
+    if main:
+        _write_json(stage_dir / "done.json", done)
+    D.barrier()
 
 
 def _read_done(stage_dir: Path, resume: bool) -> Optional[Dict[str, Any]]:
@@ -383,17 +401,26 @@ def _run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
     from .train import (History, plot_confusion_matrix, plot_training_curves, seed_everything,
                         train_cmpg, train_student, train_teacher)
 
+    from .train import distributed as D
     cfg = cfg.resolved()
     device = _resolve_device(cfg.device)
+    if (int(os.environ.get("WORLD_SIZE", "1") or 1) > 1) and not D.is_distributed():
+        # Under torchrun: every stage trains with DDP on its shard; rank 0
+        # writes the artifacts, the others wait for them and read them.
+        device = D.init_distributed(device=device.type).device
+    main = D.is_main_process()
     out = Path(cfg.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    _write_json(out / "config.json", dataclasses.asdict(cfg))
+    if main:
+        _write_json(out / "config.json", dataclasses.asdict(cfg))
 
     full_train, test, classes, desc = load_data(cfg)
     train, val = train_val_split(full_train, cfg.val_fraction, cfg.seed)
-    _log(f"data: {desc}; {len(train)} train / {len(val)} val (carved from train, seed "
-         f"{cfg.seed}); device {device}; out {out}")
+    log = _log if main else (lambda msg: None)
+    log(f"data: {desc}; {len(train)} train / {len(val)} val (carved from train, seed "
+        f"{cfg.seed}); device {device}; out {out}"
+        + (f"; {D.get_world_size()} processes" if D.is_distributed() else ""))
     num_classes = len(classes)
     # Without bars the trainer still prints one line per epoch.
     common = dict(device=device, seed=cfg.seed, num_workers=cfg.workers, progress=True,
@@ -412,9 +439,9 @@ def _run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
     done = _read_done(stage_dir, cfg.resume)
     if done is not None:
         teacher = load_teacher(stage_dir / "teacher.pt").to(device)
-        _log(f"teacher: reusing {stage_dir / 'teacher.pt'}")
+        log(f"teacher: reusing {stage_dir / 'teacher.pt'}")
     else:
-        _log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px, "
+        log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px, "
              f"{cfg.teacher_epochs} epochs)")
         seed_everything(cfg.seed)
         teacher = MultiViewTeacher(num_classes, backbone=cfg.backbone, in_channels=1)
@@ -429,28 +456,32 @@ def _run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
                     _with_transform(test, t_views), batch_size=cfg.teacher_batch_size),
                     device, num_classes)),
                 "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
-        _write_json(stage_dir / "done.json", done)
+        _write_done(stage_dir, done, main)
     histories["teacher"] = History.from_dict(done["history"])
     results["stages"]["teacher"] = {k: done.get(k) for k in ("val", "test", "epoch_seconds")}
     try:
+        if not main:
+            raise _Skip
         sample = train_v[0]
         save_montage(sample.views[0], out / "views_montage.png",
                      title=f"{classes[int(sample.y)]}: {cfg.num_views} views the teacher sees")
+    except _Skip:
+        pass
     except Exception as exc:  # a picture must never fail a run
-        _log(f"montage skipped: {exc}")
+        log(f"montage skipped: {exc}")
 
     # ------------------------------------------------- teacher features
     feat_path = out / "teacher_features.pt"
-    need_pointcmt = "pointcmt" in cfg.stages
-    if cfg.resume and feat_path.is_file():
-        cache = FeatureCache.load(feat_path)
-    else:
-        _log("caching teacher features of the training split (train + val)")
-        cache = compute_teacher_features(teacher, _concat(train_v, val_v),
-                                         batch_size=cfg.teacher_batch_size, device=device,
-                                         progress=cfg.progress,
-                                         metadata={"teacher": str(stage_dir / "teacher.pt")})
-        cache.save(feat_path)
+    if not (cfg.resume and feat_path.is_file()):
+        if main:
+            log("caching teacher features of the training split (train + val)")
+            compute_teacher_features(teacher, _concat(train_v, val_v),
+                                     batch_size=cfg.teacher_batch_size, device=device,
+                                     progress=cfg.progress,
+                                     metadata={"teacher": str(stage_dir / "teacher.pt")}
+                                     ).save(feat_path)
+        D.barrier()
+    cache = FeatureCache.load(feat_path)
     attach = AttachImageFeatures(cache)
 
     # ------------------------------------------------------------ stage II
@@ -458,9 +489,9 @@ def _run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
     done = _read_done(stage_dir, cfg.resume)
     if done is not None:
         cmpg = load_cmpg(stage_dir / "cmpg.pt").to(device)
-        _log(f"cmpg: reusing {stage_dir / 'cmpg.pt'}")
+        log(f"cmpg: reusing {stage_dir / 'cmpg.pt'}")
     else:
-        _log(f"stage II: CMPG ({teacher.feat_dim} -> {cfg.cmpg_points} points, "
+        log(f"stage II: CMPG ({teacher.feat_dim} -> {cfg.cmpg_points} points, "
              f"{cfg.cmpg_epochs} epochs)")
         seed_everything(cfg.seed)
         cmpg = CMPG(teacher.feat_dim, num_points=cfg.cmpg_points)
@@ -471,7 +502,7 @@ def _run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
         cmpg = res.model
         done = {"val_emd": res.history.best_metric,
                 "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
-        _write_json(stage_dir / "done.json", done)
+        _write_done(stage_dir, done, main)
     histories["cmpg"] = History.from_dict(done["history"])
     results["stages"]["cmpg"] = {"val_emd": done["val_emd"],
                                  "epoch_seconds": done["epoch_seconds"]}
@@ -491,7 +522,7 @@ def _run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
         if done is not None:
             student.load_state_dict(torch.load(stage_dir / "student.pt", map_location="cpu"))
             student.to(device)
-            _log(f"{run}: reusing {stage_dir / 'student.pt'}")
+            log(f"{run}: reusing {stage_dir / 'student.pt'}")
         else:
             if run == "baseline":
                 model, train_s = student, _with_transform(train, student_transforms(True))
@@ -499,7 +530,7 @@ def _run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
                 model = CrossModalDistiller(student, teacher, cmpg, w_fe=cfg.w_fe, w_ce=cfg.w_ce,
                                             teacher_source="cache")
                 train_s = _with_transform(train, student_transforms(True, [attach]))
-            _log(f"stage III: {cfg.model} {'with PointCMT' if run == 'pointcmt' else 'baseline'}"
+            log(f"stage III: {cfg.model} {'with PointCMT' if run == 'pointcmt' else 'baseline'}"
                  f" ({cfg.epochs} epochs, {cfg.num_points} points)")
             res = train_student(model, train_s, val_s, epochs=cfg.epochs,
                                 batch_size=cfg.batch_size, lr=cfg.lr, out_dir=stage_dir,
@@ -511,24 +542,30 @@ def _run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
                     "confusion": (test_res or val_res)["confusion"],
                     "epoch_seconds": _epoch_seconds(res.history),
                     "history": res.history.to_dict()}
-            _write_json(stage_dir / "done.json", done)
+            _write_done(stage_dir, done, main)
         histories[run] = History.from_dict(done["history"])
         results["stages"][run] = {k: done[k] for k in ("val", "test", "epoch_seconds")}
         try:
+            if not main:
+                raise _Skip
             split = "test" if test is not None else "val"
             plot_confusion_matrix(torch.tensor(done["confusion"]), out / f"confusion_{run}.png",
                                   class_names=classes,
                                   title=f"{cfg.model}{' + PointCMT' if run == 'pointcmt' else ''}"
                                         f" ({split})")
+        except _Skip:
+            pass
         except Exception as exc:
-            _log(f"confusion plot skipped: {exc}")
+            log(f"confusion plot skipped: {exc}")
 
+    if not main:
+        return results
     try:
         plot_training_curves({k: v for k, v in histories.items() if k != "cmpg"},
                              out / "training_curves.png",
                              title=f"PointCMT on {desc.split(' (')[0]}")
     except Exception as exc:
-        _log(f"curve plot skipped: {exc}")
+        log(f"curve plot skipped: {exc}")
     results["wall_seconds"] = time.time() - t_start
     results["table"] = format_table(results)
     _write_json(out / "results.json", results)
