@@ -36,7 +36,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch_geometric.transforms import Compose, NormalizeScale
 
-from pointcmt_pyg.cli import add_pipeline_arguments, config_from_args, evaluate_model
+from pointcmt_pyg.cli import config_from_args, evaluate_model, pipeline_parser
 from pointcmt_pyg.datasets import (SCANOBJECTNN_FILES, AttachImageFeatures, FeatureCache,
                                    ScanObjectNN, compute_teacher_features, dataset_labels,
                                    default_data_root, stratified_split, subset, train_val_split)
@@ -49,10 +49,9 @@ from pointcmt_pyg.train import seed_everything, train_cmpg, train_student, train
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scanobjectnn.py", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, conflict_handler="resolve")
-    add_pipeline_arguments(parser)              # the flags of examples/modelnet40.py ...
+    # The flags of examples/modelnet40.py ...
+    parser = pipeline_parser("scanobjectnn.py", description=__doc__.split("\n\n")[0],
+                             conflict_handler="resolve")
     parser.add_argument("--data", default=None,  # ... with --data meaning the h5 folder
                         help="folder holding h5_files/ (or main_split*/ directly) "
                              "(default: $POINTCMT_DATA/ScanObjectNN)")
@@ -132,10 +131,13 @@ def main(argv=None) -> int:
                         batch_size=cfg.teacher_batch_size, lr=cfg.teacher_lr,
                         out_dir=out / "teacher", **common)
     teacher = res.model
+    on_views = teacher_eval_wrapper(teacher)       # batch -> teacher(batch.views)
     results["stages"]["teacher"] = {
-        "val": summary(evaluate_model(teacher_eval_wrapper(teacher), val_v, num_classes,
-                                      cfg.teacher_batch_size, device)),
-        "test": None, "epoch_seconds": epoch_seconds(res.history)}
+        "val": summary(evaluate_model(on_views, val_v, num_classes, cfg.teacher_batch_size,
+                                      device)),
+        "test": summary(evaluate_model(on_views, with_transform(test, t_views), num_classes,
+                                       cfg.teacher_batch_size, device)),
+        "epoch_seconds": epoch_seconds(res.history)}
     sample = train_v[0]
     save_montage(sample.views[0], out / "views_montage.png",
                  title=f"{classes[int(sample.y)]}: {cfg.num_views} views the teacher sees")

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = ["main", "build_parser", "pipeline_parser", "add_pipeline_arguments",
-           "config_from_args", "COMMANDS"]
+           "config_from_args", "evaluate_model", "DefaultsHelpFormatter", "InputError",
+           "COMMANDS"]
 
 #: Where the stage subcommands read and write by default (the layout of
 #: ``pointcmt-pyg run --out runs/pointcmt``).
@@ -48,9 +49,9 @@ COMMANDS: Tuple[Tuple[str, str], ...] = (
 )
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    r"""Keeps the descriptions' line breaks and appends real defaults (not
-    ``None``/``False``, nor where the help already says its default)."""
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    r"""Appends ``(default: ...)`` to an option's help, except where the help
+    already tells its default or the default is ``None``/``False``."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -59,6 +60,10 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
                 or default is argparse.SUPPRESS or action.option_strings == []):
             return text
         return text + " (default: %(default)s)"
+
+
+class _Formatter(DefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    r""":class:`DefaultsHelpFormatter` keeping the descriptions' line breaks."""
 
 
 class InputError(Exception):
@@ -78,6 +83,18 @@ def _inputs() -> Iterator[None]:
         raise InputError(str(msg)) from error
 
 
+def _default(name: str) -> str:
+    r"""The help text of a :class:`~pointcmt_pyg.pipeline.PipelineConfig`
+    default, read off ``resolved()`` on synthetic and on real data."""
+    from .pipeline import PipelineConfig
+    raw = getattr(PipelineConfig(), name)
+    synthetic = getattr(PipelineConfig().resolved(), name)
+    real = getattr(PipelineConfig(data="<dir>").resolved(), name)
+    if raw is not None or synthetic == real:
+        return str(synthetic)
+    return f"{synthetic} on synthetic data, {real} otherwise"
+
+
 # ------------------------------------------------------------- run (whole recipe)
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     r"""Adds the flags of :class:`~pointcmt_pyg.pipeline.PipelineConfig` to ``parser``."""
@@ -92,15 +109,15 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                    help="student: pointnet2 | pointnet2_msg | dgcnn | point_transformer "
                         "(default: %(default)s)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="student epochs per run (default: 6 on synthetic data, 50 otherwise)")
+                   help=f"student epochs per run (default: {_default('epochs')})")
     p.add_argument("--teacher-epochs", type=int, default=None,
-                   help="teacher epochs (default: 8 synthetic, 30 otherwise)")
+                   help=f"teacher epochs (default: {_default('teacher_epochs')})")
     p.add_argument("--cmpg-epochs", type=int, default=None,
-                   help="CMPG epochs (default: 10 synthetic, 50 otherwise)")
+                   help=f"CMPG epochs (default: {_default('cmpg_epochs')})")
     p.add_argument("--num-points", type=int, default=d.num_points,
-                   help="points per cloud (default: %(default)s)")
+                   help=f"points per cloud (default: {_default('num_points')})")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="student/CMPG batch size (default: %(default)s)")
+                   help=f"student/CMPG batch size (default: {_default('batch_size')})")
     p.add_argument("--teacher-batch-size", type=int, default=d.teacher_batch_size,
                    help="teacher batch size (default: %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="student learning rate")
@@ -140,13 +157,21 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     return p
 
 
-def pipeline_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    r"""The argument parser of ``examples/modelnet40.py`` and ``pointcmt-pyg run``."""
+def pipeline_parser(prog: Optional[str] = None, description: Optional[str] = None,
+                    **kwargs: Any) -> argparse.ArgumentParser:
+    r"""The argument parser of ``examples/modelnet40.py`` and ``pointcmt-pyg run``.
+
+    Args:
+        prog (str, optional): The program name in the usage line.
+        description (str, optional): Replaces the default description.
+        **kwargs: Further :class:`argparse.ArgumentParser` arguments (e.g.
+            ``conflict_handler="resolve"`` to redefine a flag afterwards).
+    """
+    kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
     parser = argparse.ArgumentParser(
-        prog=prog, description="PointCMT end to end: teacher on rendered views, CMPG, then "
-        "the point model with and without PointCMT on the same budget; prints a table and "
-        "writes results.json and PNGs to --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog=prog, description=description or "PointCMT end to end: teacher on rendered "
+        "views, CMPG, then the point model with and without PointCMT on the same budget; "
+        "prints a table and writes results.json and PNGs to --out.", **kwargs)
     return add_pipeline_arguments(parser)
 
 
@@ -174,13 +199,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------- shared flags
-def _add_data_arguments(p: argparse.ArgumentParser, d: Any, val: bool = True) -> None:
+def _add_data_arguments(p: argparse.ArgumentParser, d: Any, val: bool = True,
+                        num_points_from_student: bool = False) -> None:
     g = p.add_argument_group("data (as `pointcmt-pyg run`; give every stage the same flags)")
     g.add_argument("--data", default=d.data,
                    help="'synthetic' (embedded procedural shapes), a ModelNet .off folder "
                         "(PyG root with raw/, or <class>/{train,test}/*.off) or a point "
                         "folder <class>/<split>/<name>.{npy,npz,txt,xyz,pcd,ply,off,obj}")
-    g.add_argument("--num-points", type=int, default=d.num_points, help="points per cloud")
+    if num_points_from_student:
+        g.add_argument("--num-points", type=int, default=None,
+                       help="points per cloud (default: the student's, from "
+                            f"student_config.json beside --weights, else "
+                            f"{_default('num_points')})")
+    else:
+        g.add_argument("--num-points", type=int, default=d.num_points,
+                       help=f"points per cloud (default: {_default('num_points')})")
     g.add_argument("--synthetic-classes", type=int, default=d.synthetic_classes,
                    help="embedded dataset: number of classes (at most 16)")
     g.add_argument("--synthetic-train-per-class", type=int, default=d.synthetic_train_per_class,
@@ -233,7 +266,7 @@ def _config(args: argparse.Namespace, **overrides: Any) -> Any:
     names = {f.name for f in dataclasses.fields(PipelineConfig)}
     kw = {k: v for k, v in vars(args).items() if k in names and v is not None and k not in (
         "epochs", "batch_size", "lr", "model", "out", "resume")}
-    kw.update(overrides)
+    kw.update({k: v for k, v in overrides.items() if v is not None})
     kw["progress"] = not getattr(args, "no_progress", False)
     with _inputs():
         return PipelineConfig(**kw).resolved()
@@ -490,7 +523,8 @@ def _cmd_train_cmpg(args: argparse.Namespace) -> int:
     from .train import seed_everything, train_cmpg
     features = Path(args.features).expanduser()
     cache = _load_features(features)
-    cfg = _config(args, cmpg_epochs=args.epochs, cmpg_points=args.points)
+    cfg = _config(args, cmpg_epochs=args.epochs, cmpg_points=args.points,
+                  batch_size=args.batch_size)
     device = _device(args.device)
     full_train, _, _, desc = _load_data(cfg)
     _check_cache_covers(cache, full_train, features)
@@ -504,7 +538,7 @@ def _cmd_train_cmpg(args: argparse.Namespace) -> int:
     cmpg = CMPG(cache.feat_dim, num_points=cfg.cmpg_points)
     transform = Compose([DropAttributes(), AttachImageFeatures(cache)])
     res = train_cmpg(cmpg, _with_transform(train, transform), _with_transform(val, transform),
-                     epochs=cfg.cmpg_epochs, batch_size=args.batch_size, lr=args.lr,
+                     epochs=cfg.cmpg_epochs, batch_size=cfg.batch_size, lr=args.lr,
                      out_dir=out, device=device, seed=cfg.seed, num_workers=args.workers,
                      progress=cfg.progress, resume=args.resume)
     _log(f"cmpg: val EMD {res.history.best_metric:.4f} (epoch {res.history.best_epoch}) "
@@ -627,7 +661,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError("--model is required (no student_config.json beside --weights "
                          "tells it)")
     num_points = args.num_points if args.num_points is not None else saved.get("num_points")
-    cfg = _config(args, model=name, **({"num_points": num_points} if num_points else {}))
+    cfg = _config(args, model=name, num_points=num_points, batch_size=args.batch_size)
     device = _device(args.device)
     full_train, test, classes, desc = _load_data(cfg)
     if args.split == "test":
@@ -646,7 +680,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                          f"{len(classes)} classes: {first[1].strip() if len(first) > 1 else first[0]}"
                          ) from None
     res = evaluate_model(model, _with_transform(dataset, student_transforms(False)),
-                         len(classes), batch_size=args.batch_size, device=device)
+                         len(classes), batch_size=cfg.batch_size, device=device)
     print(f"{cfg.model} ({weights}) on the {args.split} split of {desc.split(' (')[0]} "
           f"({res['num_samples']} shapes): OA {_pct(res['oa'])}  mAcc {_pct(res['macc'])}",
           flush=True)
@@ -732,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, _ in COMMANDS:
         if name == "run":
             parsers[name] = sub.add_parser(
-                name, help=helps[name], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                name, help=helps[name], formatter_class=DefaultsHelpFormatter,
                 description="The whole recipe (as examples/modelnet40.py): teacher on rendered "
                 "views, CMPG, then the point model with and without PointCMT on the same "
                 "budget; prints a table and writes results.json and PNGs to --out.")
@@ -760,7 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the view cache (the --out of `render`)")
     p.add_argument("--backbone", default=d.backbone, help="torchvision ResNet")
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs (default: 8 on synthetic data, 30 otherwise)")
+                   help=f"epochs (default: {_default('teacher_epochs')})")
     p.add_argument("--batch-size", type=int, default=d.teacher_batch_size, help="batch size")
     p.add_argument("--lr", type=float, default=d.teacher_lr, help="learning rate (AdamW)")
     p.add_argument("--out", default=str(RUN_DIR / "teacher"), help="output directory")
@@ -787,8 +821,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", type=int, default=d.cmpg_points,
                    help="points the CMPG generates")
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs (default: 10 on synthetic data, 50 otherwise)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
+                   help=f"epochs (default: {_default('cmpg_epochs')})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"batch size (default: {_default('batch_size')})")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW)")
     p.add_argument("--out", default=str(RUN_DIR / "cmpg"), help="output directory")
     _add_run_arguments(p, d)
@@ -808,8 +843,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the teacher features (default: {RUN_DIR / 'teacher_features.pt'})")
     _add_data_arguments(p, d)
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs (default: 6 on synthetic data, 50 otherwise)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
+                   help=f"epochs (default: {_default('epochs')})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"batch size (default: {_default('batch_size')})")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (AdamW, cosine)")
     p.add_argument("--w-fe", type=float, default=d.w_fe, help="feature-enhancement weight")
     p.add_argument("--w-ce", type=float, default=d.w_ce,
@@ -827,9 +863,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "beside --weights)")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="the test split, or the validation carve of the training split")
-    _add_data_arguments(p, d)
-    p.set_defaults(num_points=None)           # default: the student's, else the pipeline's
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
+    _add_data_arguments(p, d, num_points_from_student=True)
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"batch size (default: {_default('batch_size')})")
     p.add_argument("--confusion", default=None, help="write the confusion matrix to this PNG")
     _add_run_arguments(p, d, resume=False)
     p.set_defaults(func=_cmd_evaluate)
