@@ -589,6 +589,13 @@ class Trainer:
             warnings.warn("evaluating under torch.distributed with a loader that is not "
                           "sharded: every rank evaluates every sample (metrics are right, "
                           "counts are multiplied); use make_loader(..., evaluation=True)")
+        if D.is_distributed():
+            # DDP syncs buffers at the start of each training forward, then every
+            # rank updates its BatchNorm statistics with its own batch: make all
+            # ranks evaluate rank 0's model (the one that is checkpointed).
+            with torch.no_grad():
+                for buf in D.unwrap_model(self.model).buffers():
+                    torch.distributed.broadcast(buf, src=0)
         was_training = self.model.training
         self.model.eval()
         meter = MetricAccumulator(self.num_classes)
