@@ -308,3 +308,17 @@ def test_bad_flags(capsys, tmp_path):
 
 def test_parser_is_buildable_twice():
     assert build_parser().format_help() == build_parser().format_help()
+
+
+def test_view_transform_matches_the_pipeline(tmp_path):
+    """The stage subcommands' teacher input is the pipeline's (only the cache folder differs)."""
+    from pointcmt_pyg.cli import _view_transform
+    from pointcmt_pyg.pipeline import PipelineConfig, teacher_transforms
+    ours = _view_transform(2, 16, tmp_path / "a")
+    theirs = teacher_transforms(PipelineConfig(num_views=2, image_size=16), tmp_path / "b")
+    data = _synthetic("train", 6)[4]
+    a, b = ours(data.clone()), theirs(data.clone())
+    assert set(a.keys()) == set(b.keys()) and "mesh_pos" not in a
+    assert torch.equal(a.views, b.views) and torch.equal(a.pos, b.pos)
+    assert ours.transforms[0].cache_dir.parent == tmp_path / "a"
+    assert theirs.transforms[0].cache_dir.parent == tmp_path / "b" / "views"
