@@ -114,3 +114,21 @@ def test_format_table_without_test_split():
     table = format_table({"model": "dgcnn", "has_test": False,
                           "stages": {"baseline": stage, "pointcmt": stage}})
     assert "val OA" in table and "50.00" in table and "+0.00 OA" in table
+
+
+def test_example_under_torchrun_two_cpu_processes(tmp_path):
+    # torchrun with 2 gloo processes: every stage trains with DDP, only rank 0
+    # writes artifacts and prints the table.
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "--master_port", "29533", str(ROOT / "examples" / "modelnet40.py"),
+            "--out", str(tmp_path), "--no-progress", "--device", "cpu"]
+    for key, value in TINY.items():
+        if key not in ("progress",):
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("PointCMT - baseline") == 1
+    assert "2 processes" in proc.stdout
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["stages"]["pointcmt"]["test"]["num_samples"] == 9
+    assert (tmp_path / "pointcmt" / "student.pt").is_file()
