@@ -235,3 +235,70 @@ def test_cuda_matches_cpu(dtype, ties, cosine):
             assert torch.equal(got[1].cpu(), want[1]) and torch.equal(got[0].cpu(), want[0])
     dense = torch.rand(4, 1024, 3, dtype=dtype)
     assert torch.equal(ops.knn_dense(dense.cuda(), dense.cuda(), 20)[1].cpu(), ops.knn_dense(dense, dense, 20)[1])
+
+
+# ----------------------------------------------------------------------------- the CPU grid search (D <= 3)
+def grid_clouds(kind, dim, dtype, seed):
+    """Ragged clouds (with an empty one and one smaller than k) laid out to
+    stress the grid of the CPU kernel: uniform, tight clusters far apart,
+    many duplicates, far outliers, and points on a plane (a flat axis)."""
+    gen = torch.Generator().manual_seed(seed)
+    counts = [300, 0, 7, 1024, 1, 513]
+    n = sum(counts)
+    if kind == "uniform":
+        x = torch.rand(n, dim, generator=gen, dtype=dtype)
+    elif kind == "clusters":
+        centres = torch.randn(5, dim, generator=gen, dtype=dtype) * 50
+        x = centres[torch.randint(0, 5, (n,), generator=gen)] + 1e-3 * torch.randn(n, dim, generator=gen, dtype=dtype)
+    elif kind == "duplicates":
+        x = torch.randint(0, 3, (n, dim), generator=gen).to(dtype) / 2
+    elif kind == "outliers":
+        x = torch.rand(n, dim, generator=gen, dtype=dtype)
+        x[torch.randint(0, n, (12,), generator=gen)] *= torch.tensor(1e5, dtype=dtype)
+        x[3] = -3e4
+    else:  # flat: the last coordinate is constant
+        x = torch.rand(n, dim, generator=gen, dtype=dtype)
+        x[:, -1] = 0.25
+    return x, counts
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["uniform", "clusters", "duplicates", "outliers", "flat"])
+def test_grid_search_is_exact(dtype, dim, kind):
+    x, counts = grid_clouds(kind, dim, dtype, seed=dim)
+    px = torch.tensor(np.cumsum([0] + counts))
+    # Queries: the points themselves, and other points in the same clouds
+    # (some far outside the cloud's bounding box).
+    y = x.clone()
+    y[1::3] = y[1::3] * 1.01 + 0.003
+    y[5] = 1e6
+    for k in (1, 8, 20, 40, 1100):
+        want_d, want_i = _reference.knn_reference(x, y, px, px, k, False)
+        dist, idx = torch.ops.pointcmt.knn(x, y, px, px, k, False)
+        assert torch.equal(idx, want_i) and torch.equal(dist, want_d)
+
+
+def test_grid_search_against_numpy_on_a_realistic_batch():
+    # The benchmark's workload shape: 8 clouds of 1024 points, k = 20.
+    x, batch = cloud([1024] * 8, 3, torch.float32, seed=7)
+    counts = [1024] * 8
+    want_d, want_i = brute_knn(x, x, 20, counts, counts)
+    dist, idx = torch.ops.pointcmt.knn(x, x, torch.tensor(np.cumsum([0] + counts)),
+                                       torch.tensor(np.cumsum([0] + counts)), 20, False)
+    assert idx.tolist() == want_i.tolist() and np.array_equal(dist.numpy(), want_d)
+    assert ops.knn(x, x, 20, batch, batch).tolist() == edges_from(want_i)
+
+
+def test_infinite_points_match_the_reference():
+    # The raw op (no NaN check in front of it) falls back to the brute force
+    # for a cloud with an infinite coordinate: same result as the reference.
+    x = torch.rand(200, 3)
+    x[7] = float("inf")
+    ptr, ptr_y = torch.tensor([0, 200]), torch.tensor([0, 50])
+    y = x[8:58]
+    dist, idx = torch.ops.pointcmt.knn(x, y, ptr, ptr_y, 5, False)
+    want_d, want_i = _reference.knn_reference(x, y, ptr, ptr_y, 5, False)
+    assert torch.equal(idx, want_i) and torch.equal(dist, want_d)
+    far = torch.ops.pointcmt.knn(x, y, ptr, ptr_y, 200, False)
+    assert far[1][:, -1].eq(7).all() and torch.isinf(far[0][:, -1]).all()
