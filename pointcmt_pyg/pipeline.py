@@ -68,6 +68,8 @@ class PipelineConfig:
             synthetic data (more steps on a small set), ``32`` otherwise.
         lr (float): Student learning rate (AdamW, cosine schedule).
         num_views, image_size, backbone: Teacher views and ResNet.
+        up (int): Up axis of the shapes for the cameras: ``2`` (z, ModelNet),
+            ``1`` (y, ScanObjectNN and ``normal_resampled`` ModelNet).
         val_fraction (float): Share of the training split carved out for
             validation (stratified, seeded).
         synthetic_classes, synthetic_train_per_class, synthetic_test_per_class:
@@ -99,6 +101,7 @@ class PipelineConfig:
     image_size: int = 64
     backbone: str = "resnet18"
     cmpg_points: int = 1024
+    up: int = 2
     val_fraction: float = 0.1
     synthetic_classes: int = 10
     synthetic_train_per_class: int = 30
@@ -139,6 +142,8 @@ class PipelineConfig:
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if cfg.up not in (0, 1, 2):
+            raise ValueError(f"up must be an axis 0, 1 or 2, got {cfg.up!r}")
         if not 0 < cfg.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction!r}")
         if cfg.max_train is not None and cfg.max_train < 2:
@@ -255,11 +260,14 @@ def load_data(cfg: PipelineConfig) -> Tuple[Any, Optional[Any], List[str], str]:
     return train, test, classes, desc
 
 
-def teacher_transforms(cfg: PipelineConfig, out: Path) -> BaseTransform:
+def teacher_transforms(cfg: PipelineConfig, out: Optional[Path] = None,
+                       cache_dir: Optional[Path] = None) -> BaseTransform:
     r"""Views for the teacher: meshes when the sample has one, else the points;
-    rendered once into ``out/views`` and reused."""
+    rendered once into ``cache_dir`` (default ``out/views``) and reused."""
     from .render import RenderViews
-    return Compose([RenderViews(cfg.num_views, cfg.image_size, cache_dir=out / "views"),
+    if cache_dir is None and out is not None:
+        cache_dir = Path(out) / "views"
+    return Compose([RenderViews(cfg.num_views, cfg.image_size, up=cfg.up, cache_dir=cache_dir),
                     DropAttributes(), NormalizeScale()])
 
 
@@ -376,15 +384,25 @@ def format_table(results: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
+def run_pipeline(cfg: PipelineConfig,
+                 data: Optional[Tuple[Any, Optional[Any], List[str], str]] = None
+                 ) -> Dict[str, Any]:
     r"""Runs the whole recipe (see the module docstring) and returns the
-    results (also written to ``cfg.out/results.json``)."""
+    results (also written to ``cfg.out/results.json``).
+
+    Args:
+        cfg (PipelineConfig): The settings.
+        data (tuple, optional): Ready datasets ``(train, test or None,
+            class_names, description)`` used instead of :func:`load_data`
+            (e.g. :class:`~pointcmt_pyg.datasets.ScanObjectNN`; each sample
+            needs ``pos``, ``y`` and a stable ``sample_id``).
+    """
     if cfg.progress:
-        return _run_pipeline(cfg)
+        return _run_pipeline(cfg, data)
     previous = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"         # no bars; per-epoch lines stay
     try:
-        return _run_pipeline(cfg)
+        return _run_pipeline(cfg, data)
     finally:
         if previous is None:
             os.environ.pop("TQDM_DISABLE", None)
@@ -392,7 +410,8 @@ def run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
             os.environ["TQDM_DISABLE"] = previous
 
 
-def _run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
+def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], List[str], str]]
+                  ) -> Dict[str, Any]:
     from .datasets import AttachImageFeatures, FeatureCache, compute_teacher_features
     from .datasets import train_val_split
     from .models import get_model
@@ -415,7 +434,7 @@ def _run_pipeline(cfg: PipelineConfig) -> Dict[str, Any]:
     if main:
         _write_json(out / "config.json", dataclasses.asdict(cfg))
 
-    full_train, test, classes, desc = load_data(cfg)
+    full_train, test, classes, desc = load_data(cfg) if data is None else data
     train, val = train_val_split(full_train, cfg.val_fraction, cfg.seed)
     log = _log if main else (lambda msg: None)
     log(f"data: {desc}; {len(train)} train / {len(val)} val (carved from train, seed "
