@@ -126,6 +126,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                    help="rendered views per shape (default: %(default)s)")
     p.add_argument("--image-size", type=int, default=d.image_size,
                    help="view size in pixels (default: %(default)s)")
+    p.add_argument("--up", type=int, choices=(0, 1, 2), default=d.up,
+                   help="up axis of the shapes for the cameras: 2 = z (ModelNet .off), "
+                        "1 = y (ScanObjectNN, ModelNet normal_resampled) (default: %(default)s)")
     p.add_argument("--backbone", default=d.backbone,
                    help="torchvision ResNet of the teacher (default: %(default)s)")
     p.add_argument("--cmpg-points", type=int, default=d.cmpg_points,
@@ -238,10 +241,16 @@ def _add_view_arguments(p: argparse.ArgumentParser, d: Any, from_teacher: bool =
                             f"from teacher_config.json beside it, else {d.num_views})")
         g.add_argument("--image-size", type=int, default=None,
                        help=f"view size in pixels (default: the teacher's, else {d.image_size})")
+        g.add_argument("--up", type=int, choices=(0, 1, 2), default=None,
+                       help=f"up axis of the shapes for the cameras (default: the teacher's, "
+                            f"else {d.up})")
     else:
         g.add_argument("--num-views", type=int, default=d.num_views, help="views per shape")
         g.add_argument("--image-size", type=int, default=d.image_size,
                        help="view size in pixels")
+        g.add_argument("--up", type=int, choices=(0, 1, 2), default=d.up,
+                       help="up axis of the shapes for the cameras: 2 = z (ModelNet .off), "
+                            "1 = y (ScanObjectNN, ModelNet normal_resampled)")
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, d: Any, resume: bool = True) -> None:
@@ -304,16 +313,12 @@ def _with_transform(dataset: Any, transform: Any) -> Any:
     return view
 
 
-def _view_transform(num_views: int, image_size: int, cache_dir: Path) -> Any:
-    r"""The teacher's input, exactly :func:`pointcmt_pyg.pipeline.teacher_transforms`
-    but with the view cache at ``cache_dir`` itself (the pipeline's is ``<out>/views``)."""
-    from torch_geometric.transforms import Compose, NormalizeScale
-
-    from .pipeline import DropAttributes
-    from .render import RenderViews
+def _view_transform(cfg: Any, cache_dir: Path) -> Any:
+    r"""The teacher's input (:func:`pointcmt_pyg.pipeline.teacher_transforms`)
+    with the view cache at ``cache_dir`` (the pipeline's is ``<out>/views``)."""
+    from .pipeline import teacher_transforms
     with _inputs():
-        return Compose([RenderViews(num_views, image_size, cache_dir=cache_dir),
-                        DropAttributes(), NormalizeScale()])
+        return teacher_transforms(cfg, cache_dir=cache_dir)
 
 
 def _sample_ids(dataset: Any) -> List[str]:
@@ -410,13 +415,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if args.montage < 0:
         raise InputError(f"--montage must be >= 0, got {args.montage}")
     out = Path(args.out).expanduser()
-    transform = _view_transform(cfg.num_views, cfg.image_size, out)
+    transform = _view_transform(cfg, out)
     renderer = transform.transforms[0]
     parts = [("train", train)] if args.split in ("train", "all") else []
     if args.split in ("test", "all"):
         parts.append(("test", test))
-    _log(f"data: {desc}; rendering {cfg.num_views} views of {cfg.image_size} px "
-         f"({args.split} split) into {renderer.cache_dir}")
+    _log(f"data: {desc}; rendering {cfg.num_views} views of {cfg.image_size} px, up axis "
+         f"{cfg.up} ({args.split} split) into {renderer.cache_dir}")
     rendered = cached = 0
     for name, dataset in parts:
         for i in tqdm(range(len(dataset)), desc=f"render {name}", unit="shape",
@@ -460,7 +465,7 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     train, val = _split(full_train, cfg)
     out = Path(args.out).expanduser()
     views = Path(args.views).expanduser() if args.views else out / "views"
-    transform = _view_transform(cfg.num_views, cfg.image_size, views)
+    transform = _view_transform(cfg, views)
     _log(f"data: {desc}; {len(train)} train / {len(val)} val (carved from train, seed "
          f"{cfg.seed}); device {device}")
     _log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px, "
@@ -475,7 +480,7 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
                         device=device, seed=cfg.seed, num_workers=args.workers,
                         progress=cfg.progress, resume=args.resume)
     _write_json(out / "teacher_config.json",
-                {"num_views": cfg.num_views, "image_size": cfg.image_size,
+                {"num_views": cfg.num_views, "image_size": cfg.image_size, "up": cfg.up,
                  "views": str(views.resolve()), "backbone": cfg.backbone, "data": cfg.data,
                  "classes": classes, "val_oa": res.history.best_metric,
                  "best_epoch": res.history.best_epoch})
@@ -490,10 +495,8 @@ def _cmd_cache_features(args: argparse.Namespace) -> int:
     teacher_path = Path(args.teacher).expanduser()
     teacher = _load_teacher(teacher_path)
     saved = _read_json(teacher_path.parent / "teacher_config.json")
-    num_views = args.num_views if args.num_views is not None else saved.get("num_views")
-    image_size = args.image_size if args.image_size is not None else saved.get("image_size")
-    overrides = {k: v for k, v in (("num_views", num_views), ("image_size", image_size))
-                 if v is not None}
+    overrides = {k: getattr(args, k) if getattr(args, k) is not None else saved.get(k)
+                 for k in ("num_views", "image_size", "up")}
     cfg = _config(args, **overrides)
     device = _device(args.device)
     train, _, classes, desc = _load_data(cfg)
@@ -502,12 +505,12 @@ def _cmd_cache_features(args: argparse.Namespace) -> int:
              Path(saved["views"]) if saved.get("views") else teacher_path.parent / "views")
     out = Path(args.out).expanduser()
     _log(f"data: {desc}; teacher features of the {len(train)} training shapes "
-         f"({cfg.num_views} views of {cfg.image_size} px) -> {out}")
+         f"({cfg.num_views} views of {cfg.image_size} px, up axis {cfg.up}) -> {out}")
     cache = compute_teacher_features(
-        teacher, _with_transform(train, _view_transform(cfg.num_views, cfg.image_size, views)),
+        teacher, _with_transform(train, _view_transform(cfg, views)),
         batch_size=args.batch_size, device=device, progress=cfg.progress,
         metadata={"teacher": str(teacher_path), "num_views": cfg.num_views,
-                  "image_size": cfg.image_size, "data": cfg.data})
+                  "image_size": cfg.image_size, "up": cfg.up, "data": cfg.data})
     cache.save(out)
     _log(f"{len(cache)} features of size {cache.feat_dim} -> {out}")
     return 0
@@ -701,7 +704,7 @@ and save a montage PNG (one row per shape, the first shape of the first classes)
 Input:  --data (synthetic, a ModelNet .off folder or a point folder).
         Meshes are ray-cast when the data has them, point clouds are projected.
 Output: <out>/<config hash>/<sha1 of sample_id>.pt (one file per shape; a changed
-        --num-views/--image-size renders into its own folder), <out>/montage.png.""",
+        --num-views/--image-size/--up renders into its own folder), <out>/montage.png.""",
     "train-teacher": """\
 Stage I: train the MultiViewTeacher (a torchvision ResNet per view, max over views,
 linear head) on rendered views. The validation split is carved from the training

@@ -27,7 +27,7 @@ STAGES = NAMES[:-1]  # all but `run`
 DATA = ["--synthetic-classes", "3", "--synthetic-train-per-class", "6",
         "--synthetic-test-per-class", "2", "--num-points", "128", "--val-fraction", "0.34",
         "--seed", "0"]
-VIEWS = ["--num-views", "2", "--image-size", "16"]
+VIEWS = ["--num-views", "2", "--image-size", "16", "--up", "1"]   # cameras around y
 QUIET = ["--no-progress", "--device", "cpu"]
 
 
@@ -79,12 +79,13 @@ def test_subcommand_help(name, capsys):
     assert out.startswith(f"usage: pointcmt-pyg {name} ")
     assert "--data" in out
     assert ("--out" in out) == (name != "evaluate")
-    expected = {"render": ["montage.png", "--num-views"], "train-teacher": ["teacher.pt"],
-                "cache-features": ["--teacher", "FeatureCache"],
+    expected = {"render": ["montage.png", "--num-views", "--up"],
+                "train-teacher": ["teacher.pt", "--up"],
+                "cache-features": ["--teacher", "FeatureCache", "--up"],
                 "train-cmpg": ["--features", "cmpg.pt"],
                 "distill": ["--model", "--baseline", "--resume", "student.pt"],
                 "evaluate": ["--weights", "--split", "OA", "mAcc", "--confusion"],
-                "run": ["results.json", "--only"]}[name]
+                "run": ["results.json", "--only", "--up"]}[name]
     for word in expected:
         assert word in out, (name, word)
 
@@ -94,30 +95,21 @@ def test_no_command_prints_help_and_returns_2(capsys):
     assert "commands (in pipeline order)" in capsys.readouterr().out
 
 
-def test_help_through_python_m():
-    """`python -m pointcmt_pyg.cli` (what the console script runs) for every help."""
+def test_through_python_m(tmp_path):
+    """`python -m pointcmt_pyg.cli` (what the console script runs): the help and a
+    subcommand's bad input (the subcommands' helps are checked in-process above)."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    argvs = [["--help"]] + [[name, "--help"] for name in NAMES]
+    argvs = [["--help"], ["cache-features", "--teacher", str(tmp_path / "missing.pt")]]
     procs = [subprocess.Popen([sys.executable, "-m", "pointcmt_pyg.cli", *argv], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env) for argv in argvs]
-    for argv, proc in zip(argvs, procs):
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, (argv, err)
-        if len(argv) == 1:
-            assert "commands (in pipeline order)" in out
-            assert all(name in out for name in NAMES)
-        else:
-            assert out.startswith(f"usage: pointcmt-pyg {argv[0]} ")
-
-
-def test_bad_input_through_python_m(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pointcmt_pyg.cli", "cache-features",
-                           "--teacher", str(tmp_path / "missing.pt")], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert "missing.pt: no such file" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    (out, err), (_, bad) = [proc.communicate(timeout=120) for proc in procs]
+    assert procs[0].returncode == 0, err
+    assert "commands (in pipeline order)" in out
+    assert all(name in out for name in NAMES)
+    assert procs[1].returncode == 2
+    assert bad.startswith("usage: pointcmt-pyg cache-features ")
+    assert "missing.pt: no such file" in bad and "Traceback" not in bad
 
 
 # --------------------------------------------------------------------- the chain
@@ -130,7 +122,8 @@ def chain(tmp_path_factory):
     logs["teacher"] = _run("train-teacher", *DATA, *VIEWS, "--views", str(root / "views"),
                            "--epochs", "1", "--batch-size", "8", "--out",
                            str(root / "teacher"), *QUIET)
-    # The views come from teacher_config.json beside the teacher.
+    # No view flags: cache-features reads them (cache, size, up axis) from
+    # teacher_config.json beside the teacher.
     logs["features"] = _run("cache-features", *DATA, "--teacher",
                             str(root / "teacher" / "teacher.pt"), "--out",
                             str(root / "features.pt"), *QUIET)
@@ -148,7 +141,7 @@ def chain(tmp_path_factory):
 
 def test_render_fills_the_cache_and_writes_a_montage(chain):
     root, logs = chain
-    renderer = RenderViews(2, 16, cache_dir=root / "views")
+    renderer = RenderViews(2, 16, up=1, cache_dir=root / "views")
     train = _synthetic("train", 6)
     for data in train:
         entry = torch.load(renderer.cache_path(data.sample_id), weights_only=True)
@@ -167,18 +160,20 @@ def test_teacher_and_its_features(chain):
     teacher = load_teacher(root / "teacher" / "teacher.pt")
     assert teacher.num_classes == 3 and teacher.feat_dim == 512
     saved = json.loads((root / "teacher" / "teacher_config.json").read_text())
-    assert (saved["num_views"], saved["image_size"]) == (2, 16)
+    assert (saved["num_views"], saved["image_size"], saved["up"]) == (2, 16, 1)
     assert re.search(r"teacher: val OA \d+\.\d\d% \(epoch 1\)", logs["teacher"])
 
     cache = FeatureCache.load(root / "features.pt")
     train = _synthetic("train", 6)
     assert sorted(cache.ids) == sorted(train.sample_ids) and cache.feat_dim == 512
-    renderer = RenderViews(2, 16)
+    renderer, z_up = RenderViews(2, 16, up=1), RenderViews(2, 16, up=2)
     with torch.no_grad():
         for i in (0, 7, 17):                # the cached feature is the teacher's on the views
             data = train[i]
             ref = teacher.features(renderer(data).views)[0]
             torch.testing.assert_close(cache[data.sample_id], ref, rtol=1e-4, atol=1e-5)
+            # ... with the teacher's y-up cameras (z-up views differ).
+            assert not torch.allclose(teacher.features(z_up(data).views)[0], ref, atol=1e-3)
 
 
 def test_cmpg_artifact(chain):
@@ -299,6 +294,8 @@ def test_bad_flags(capsys, tmp_path):
     assert "--baseline trains the plain model: drop --cmpg" in msg
     assert "num_views" in _fails(capsys, "render", "--num-views", "0", "--out",
                                  str(tmp_path / "v"))
+    assert "invalid choice: 3" in _fails(capsys, "render", "--up", "3", "--out",
+                                         str(tmp_path / "v"))
     if not torch.cuda.is_available():
         assert "CUDA is not available" in _fails(capsys, "train-teacher", "--device", "cuda:0",
                                                  "--out", str(tmp_path))
@@ -310,15 +307,15 @@ def test_parser_is_buildable_twice():
     assert build_parser().format_help() == build_parser().format_help()
 
 
-def test_view_transform_matches_the_pipeline(tmp_path):
-    """The stage subcommands' teacher input is the pipeline's (only the cache folder differs)."""
-    from pointcmt_pyg.cli import _view_transform
+def test_stages_render_the_pipelines_teacher_input(chain):
+    """The stage subcommands' views are those of a `run` with the same flags:
+    pipeline.teacher_transforms (same cache key, so `run` reuses them)."""
     from pointcmt_pyg.pipeline import PipelineConfig, teacher_transforms
-    ours = _view_transform(2, 16, tmp_path / "a")
-    theirs = teacher_transforms(PipelineConfig(num_views=2, image_size=16), tmp_path / "b")
+    root, _ = chain
+    cfg = PipelineConfig(num_views=2, image_size=16, up=1)
+    transform = teacher_transforms(cfg, cache_dir=root / "views")
     data = _synthetic("train", 6)[4]
-    a, b = ours(data.clone()), theirs(data.clone())
-    assert set(a.keys()) == set(b.keys()) and "mesh_pos" not in a
+    assert transform.transforms[0].cache_path(data.sample_id).is_file()  # written by `render`
+    a, b = transform(data.clone()), teacher_transforms(cfg)(data.clone())  # cached, fresh
     assert torch.equal(a.views, b.views) and torch.equal(a.pos, b.pos)
-    assert ours.transforms[0].cache_dir.parent == tmp_path / "a"
-    assert theirs.transforms[0].cache_dir.parent == tmp_path / "b" / "views"
+    assert "mesh_pos" not in a

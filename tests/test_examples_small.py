@@ -16,6 +16,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.transforms import NormalizeScale
 
 from pointcmt_pyg.models import get_model
+from pointcmt_pyg.render import RenderViews
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -76,15 +77,21 @@ def test_scanobjectnn_end_to_end_on_tiny_h5(tmp_path, capsys):
         "--no-progress", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "12 train / 6 val (carved from the training file) / 6 test" in printed
+    assert f"ScanObjectNN PB_T50_RS at {tmp_path} (18 train / 6 test); 12 train / 6 val" in printed
     assert "PointCMT - baseline:" in printed and "(test split)" in printed
 
     results = json.loads((out / "results.json").read_text())
     assert set(results["stages"]) == {"teacher", "cmpg", "baseline", "pointcmt"}
     assert results["stages"]["teacher"]["val"]["num_samples"] == 6
     for name in ("teacher/teacher.pt", "cmpg/cmpg.pt", "teacher_features.pt",
-                 "baseline/student.pt", "pointcmt/student.pt", "views_montage.png"):
+                 "baseline/student.pt", "pointcmt/student.pt", "views_montage.png",
+                 "training_curves.png", "confusion_pointcmt.png"):
         assert (out / name).is_file(), name
+    # The teacher's views were rendered with the cameras around y (the cache
+    # key holds the up axis; z-up views would live in another folder).
+    for up, cached in ((1, True), (2, False)):
+        renderer = RenderViews(2, 16, up=up, cache_dir=out / "views")
+        assert renderer.cache_path("PB_T50_RS/train/00000").is_file() == cached
 
     # The reported test accuracy is the saved student's on the 6 test scans
     # (the first 128 of their 256 points, centred and scaled).
