@@ -224,3 +224,11 @@ def test_cuda_matches_cpu(dtype, ties):
         assert torch.equal(ops.fps(x.cuda(), batch.cuda(), 0.5, False).cpu(), ops.fps(x, batch, 0.5, False))
     dense = torch.rand(4, 2048, 3, dtype=dtype)
     assert torch.equal(ops.fps_dense(dense.cuda(), 512).cpu(), ops.fps_dense(dense, 512))
+
+
+def test_batch_of_many_clouds_matches_naive():
+    # Clouds are spread over threads: every cloud still gets its own exact result.
+    counts = [1024, 3, 517, 0, 1024, 64, 1, 900, 256, 1024]
+    x, batch = ragged_batch(counts, 3, torch.float32, seed=11)
+    got = ops.fps(x, batch, 0.5, random_start=False, batch_size=len(counts))
+    assert got.tolist() == expected_fps(x, counts, 0.5)

@@ -182,3 +182,68 @@ def test_cuda_matches_cpu(dtype, ties):
             want = torch.ops.pointcmt.radius(x, y, px, py, r, max_num)
             got = torch.ops.pointcmt.radius(x.cuda(), y.cuda(), px.cuda(), py.cuda(), r, max_num)
             assert torch.equal(got.cpu(), want)
+
+
+# ----------------------------------------------------------------------------- the CPU grid search (D <= 3)
+def grid_clouds(kind, dim, dtype, seed):
+    """Ragged clouds (with an empty and a one-point cloud) laid out to stress
+    the grid of the CPU kernel: uniform, tight clusters far apart, many
+    duplicates, far outliers, points on a plane, points on a lattice whose
+    spacing equals the radius (distances exactly r, out of range)."""
+    gen = torch.Generator().manual_seed(seed)
+    counts = [300, 0, 7, 1024, 1, 513]
+    n = sum(counts)
+    if kind == "uniform":
+        x = torch.rand(n, dim, generator=gen, dtype=dtype)
+    elif kind == "clusters":
+        centres = torch.randn(5, dim, generator=gen, dtype=dtype) * 50
+        x = centres[torch.randint(0, 5, (n,), generator=gen)] + 0.05 * torch.randn(n, dim, generator=gen, dtype=dtype)
+    elif kind == "duplicates":
+        x = torch.randint(0, 3, (n, dim), generator=gen).to(dtype) / 8
+    elif kind == "outliers":
+        x = torch.rand(n, dim, generator=gen, dtype=dtype)
+        x[torch.randint(0, n, (12,), generator=gen)] *= torch.tensor(1e5, dtype=dtype)
+        x[3] = -3e4
+    elif kind == "flat":
+        x = torch.rand(n, dim, generator=gen, dtype=dtype)
+        x[:, -1] = 0.25
+    else:  # lattice of spacing 0.125 (exact in binary)
+        x = torch.randint(0, 12, (n, dim), generator=gen).to(dtype) * 0.125
+    return x, counts
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dim", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["uniform", "clusters", "duplicates", "outliers", "flat", "lattice"])
+def test_grid_search_is_exact(dtype, dim, kind):
+    x, counts = grid_clouds(kind, dim, dtype, seed=dim)
+    px = torch.tensor(np.cumsum([0] + counts))
+    y = x.clone()
+    y[1::3] = y[1::3] * 1.01 + 0.003
+    y[5] = 1e6  # far outside its cloud
+    for r in (1e-3, 0.125, 0.2, 0.5, 1e6):
+        for max_num in (1, 16, 64, 2000):
+            want = _reference.radius_reference(x, y, px, px, r, max_num)
+            assert torch.equal(torch.ops.pointcmt.radius(x, y, px, px, r, max_num), want)
+
+
+def test_grid_search_against_numpy_on_a_realistic_batch():
+    # The benchmark's workload shape (512 centres per 1024-point cloud, r = 0.2),
+    # with max_num_neighbors below the largest neighbourhood so rows are cut.
+    counts, counts_y = [1024] * 6, [512] * 6
+    x, _ = cloud(counts, 3, torch.float32, seed=7)
+    y = torch.cat([x[i * 1024:i * 1024 + 512] for i in range(6)])
+    got = torch.ops.pointcmt.radius(x, y, torch.tensor(np.cumsum([0] + counts)),
+                                    torch.tensor(np.cumsum([0] + counts_y)), 0.2, 32)
+    want = brute_radius(x, y, 0.2, counts, counts_y, 32)
+    assert got.tolist() == padded(want, 32)
+    assert max(len(row) for row in want) == 32 > min(len(row) for row in want)
+
+
+def test_infinite_points_match_the_reference():
+    x = torch.rand(200, 3)
+    x[7] = float("inf")
+    ptr, ptr_y = torch.tensor([0, 200]), torch.tensor([0, 50])
+    y = x[8:58]
+    want = _reference.radius_reference(x, y, ptr, ptr_y, 0.3, 32)
+    assert torch.equal(torch.ops.pointcmt.radius(x, y, ptr, ptr_y, 0.3, 32), want)

@@ -1,13 +1,15 @@
-// Farthest point sampling, CPU: clouds in parallel (at::parallel_for), the
+// Farthest point sampling, CPU: clouds in parallel (parallel_chunks, torch's
+// inter-op pool; at::parallel_for is serial in this build), the
 // points of a cloud in struct-of-arrays layout so the per-step update
 // (squared distance to the newest sample, running minimum, maximum) is one
 // vectorised pass; the argmax is then the first point holding the maximum,
-// so ties go to the lowest index. Buffers are allocated once per thread.
+// so ties go to the lowest index. Buffers are allocated once per chunk.
 #include <torch/library.h>
 
 #include <limits>
 
 #include "cpu/common.h"
+#include "cpu/grid.h"
 
 namespace pointcmt {
 namespace cpu {
@@ -56,7 +58,7 @@ void fps_clouds(const scalar_t* xt, int64_t num_points, int64_t dim, const std::
   int64_t max_points = 0;
   for (int64_t b = 0; b < num_clouds; ++b) max_points = std::max(max_points, ptr[b + 1] - ptr[b]);
 
-  at::parallel_for(0, num_clouds, 1, [&](int64_t begin, int64_t end) {
+  parallel_chunks(num_clouds, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> dist(max_points), tmp(dim == 3 ? 0 : max_points), centre(dim);
     for (int64_t b = begin; b < end; ++b) {
       const int64_t first = ptr[b], n = ptr[b + 1] - ptr[b];

@@ -143,11 +143,12 @@ struct PointGrid {
   // Builds the grid of every cloud of x (n_points x d, d <= 3, clouds given by
   // ptr). `cell_side(n, volume, active)` is the wanted side of a cell for a
   // cloud of n points whose bounding box has `volume` over its `active`
-  // non-flat axes. Returns false (and builds nothing) when a coordinate is not
-  // finite: the callers then use the brute force.
+  // non-flat axes: cells are at most that long, or, with `side_is_minimum`, at
+  // least that long on every axis. Returns false (and builds nothing) when a
+  // coordinate is not finite: the callers then use the brute force.
   template <typename CellSide>
   bool build(const scalar_t* x, int64_t n_points, int64_t d, const std::vector<int64_t>& ptr,
-             CellSide cell_side) {
+             CellSide cell_side, bool side_is_minimum = false) {
     dim = d;
     num_points = n_points;
     const int64_t num_clouds = static_cast<int64_t>(ptr.size()) - 1;
@@ -179,12 +180,16 @@ struct PointGrid {
           ++active;
         }
       }
+      // Cell faces are computed as lo + c * h, assignments as (v - lo) * inv_h:
+      // both within a few roundings of `scale` of the exact face.
+      c.slack = 64 * std::numeric_limits<double>::epsilon() * (scale + 1);
       if (active > 0 && c.n > 1) {
-        const double side = cell_side(c.n, volume, active);
+        double side = cell_side(c.n, volume, active);
+        if (side_is_minimum) side += 4 * c.slack;
         for (int a = 0; a < dim; ++a) {
           const double extent = c.hi[a] - c.lo[a];
           if (extent > 0 && side > 0) {
-            const double cells = std::ceil(extent / side);
+            const double cells = side_is_minimum ? std::floor(extent / side) : std::ceil(extent / side);
             c.g[a] = static_cast<int64_t>(std::min(std::max(cells, 1.0), 2048.0));
           }
         }
@@ -204,9 +209,6 @@ struct PointGrid {
       }
       c.cells = c.g[0] * c.g[1] * c.g[2];
       c.cell_base = total_cells;
-      // Cell faces are computed as lo + c * h, assignments as (v - lo) * inv_h:
-      // both within a few roundings of `scale` of the exact face.
-      c.slack = 64 * std::numeric_limits<double>::epsilon() * (scale + 1);
       total_cells += c.cells + 1;
     }
     // A NaN never wins the comparisons above; v * 0 is NaN for NaN and inf.
