@@ -302,3 +302,18 @@ def test_infinite_points_match_the_reference():
     assert torch.equal(idx, want_i) and torch.equal(dist, want_d)
     far = torch.ops.pointcmt.knn(x, y, ptr, ptr_y, 200, False)
     assert far[1][:, -1].eq(7).all() and torch.isinf(far[0][:, -1]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cosine", [False, True])
+def test_high_dimensional_features_match_brute_force(dtype, cosine):
+    # DGCNN's case: 64-d features, clouds of sizes that are not multiples of the
+    # kernel's point groups or query tiles, queries of several clouds per tile.
+    counts = [1024, 3, 301, 17]
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(sum(counts), 64, generator=gen, dtype=dtype)
+    ptr = torch.tensor(np.cumsum([0] + counts))
+    want_d, want_i = brute_knn(x, x, 20, counts, counts, cosine)
+    dist, idx = torch.ops.pointcmt.knn(x, x, ptr, ptr, 20, cosine)
+    assert idx.tolist() == want_i.tolist()
+    assert np.array_equal(dist.numpy(), want_d)

@@ -243,57 +243,158 @@ void knn_grid_queries(const PointGrid<scalar_t>& grid, const scalar_t* y, int64_
   });
 }
 
+// Lanes of a point group: two 256-bit vectors.
 template <typename scalar_t>
-void knn_queries(const scalar_t* xt, int64_t num_points, const scalar_t* y, int64_t num_queries,
-                 int64_t dim, const std::vector<int64_t>& ptr_x, const std::vector<int64_t>& ptr_y,
-                 int64_t k, const scalar_t* norm_x, const scalar_t* norm_y, scalar_t* out_dist,
-                 int64_t* out_idx) {
-  parallel_chunks(num_queries, kGrain, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> tmp(kBlock), top_dist(k);
-    std::vector<int64_t> top_idx(k);
-    int64_t b = cloud_of(ptr_y, begin);
-    for (int64_t i = begin; i < end; ++i) {
-      while (i >= ptr_y[b + 1]) ++b;
-      const int64_t first = ptr_x[b], n = ptr_x[b + 1] - ptr_x[b];
-      if (n == 0) continue;
-      const scalar_t* q = y + i * dim;
-      int64_t filled = 0;
-      for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
-        const int64_t count = std::min(kBlock, n - j0);
-        const scalar_t* block = xt + first + j0;
-        if (norm_x != nullptr) {
-          dot_block(block, num_points, dim, q, count, tmp.data());
-          cosine_from_dot(tmp.data(), norm_x + first + j0, norm_y[i], count);
+constexpr int64_t kLanes = 64 / sizeof(scalar_t);
+
+// Packs the points of every cloud in groups of kLanes consecutive points, all
+// coordinates of a group together: coordinate d of local point j of cloud b
+// at pk[((gbase[b] + j / L) * dim + d) * L + j % L] (L = kLanes, padding lanes
+// 0). The distance loops then read memory in order; a plain (D, N)
+// struct-of-arrays copy puts every coordinate row a power-of-two stride apart
+// for the usual batch sizes, and those rows evict each other from the cache.
+template <typename scalar_t>
+std::vector<int64_t> pack_groups(const scalar_t* x, int64_t dim, const std::vector<int64_t>& ptr,
+                                 std::vector<scalar_t>& pk) {
+  constexpr int64_t L = kLanes<scalar_t>;
+  const int64_t num_clouds = static_cast<int64_t>(ptr.size()) - 1;
+  std::vector<int64_t> gbase(num_clouds + 1, 0);
+  for (int64_t b = 0; b < num_clouds; ++b) gbase[b + 1] = gbase[b] + (ptr[b + 1] - ptr[b] + L - 1) / L;
+  pk.assign(gbase[num_clouds] * dim * L, scalar_t(0));
+  parallel_chunks(num_clouds, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t j = 0; j < ptr[b + 1] - ptr[b]; ++j) {
+        const scalar_t* src = x + (ptr[b] + j) * dim;
+        scalar_t* dst = pk.data() + (gbase[b] + j / L) * dim * L + j % L;
+        for (int64_t d = 0; d < dim; ++d) dst[d * L] = src[d];
+      }
+    }
+  });
+  return gbase;
+}
+
+// Distances (squared Euclidean, or dot products when DOT) of kQueryTile
+// queries to the `count` points of consecutive packed groups, into
+// out[t * kBlock + j]. A group's kQueryTile x kLanes sums stay in registers
+// over the whole loop on d, so each coordinate is loaded once for all the
+// queries; the sums run in ascending d exactly as sqdist_block / dot_block
+// (and the references), so the values are identical.
+constexpr int kQueryTile = 4;
+
+template <typename scalar_t, bool DOT>
+POINTCMT_MULTIVERSION void tile_block(const scalar_t* __restrict groups, int64_t dim, const scalar_t* const* qs,
+                                      int64_t count, scalar_t* __restrict out) {
+  constexpr int64_t L = kLanes<scalar_t>;
+  constexpr int QT = kQueryTile;
+  for (int64_t j0 = 0; j0 < count; j0 += L) {
+    scalar_t acc[QT][L];
+    const scalar_t* g = groups + (j0 / L) * dim * L;
+#pragma GCC unroll 4
+    for (int t = 0; t < QT; ++t) {
+      const scalar_t qv = qs[t][0];
+#pragma omp simd
+      for (int64_t l = 0; l < L; ++l) {
+        if constexpr (DOT) {
+          acc[t][l] = g[l] * qv;
         } else {
-          sqdist_block(block, num_points, dim, q, count, tmp.data());
+          const scalar_t diff = g[l] - qv;
+          acc[t][l] = diff * diff;
         }
-        // Points of the block in chunks of kChunk: a chunk whose minimum cannot
-        // displace the current k-th neighbour is skipped after one vectorised pass.
-        for (int64_t c0 = 0; c0 < count; c0 += kChunk) {
-          const int64_t chunk = std::min(kChunk, count - c0);
-          if (filled == k && !(block_min(tmp.data() + c0, chunk) < top_dist[k - 1])) continue;
-          for (int64_t j = c0; j < c0 + chunk; ++j) {
-            const scalar_t d = tmp[j];
-            int64_t pos;
-            if (filled < k) {
-              pos = filled++;
-            } else if (d < top_dist[k - 1]) {
-              pos = k - 1;
-            } else {
-              continue;
-            }
-            while (pos > 0 && top_dist[pos - 1] > d) {
-              top_dist[pos] = top_dist[pos - 1];
-              top_idx[pos] = top_idx[pos - 1];
-              --pos;
-            }
-            top_dist[pos] = d;
-            top_idx[pos] = first + j0 + j;
+      }
+    }
+    for (int64_t d = 1; d < dim; ++d) {
+      const scalar_t* gd = g + d * L;
+#pragma GCC unroll 4
+      for (int t = 0; t < QT; ++t) {
+        const scalar_t qv = qs[t][d];
+#pragma omp simd
+        for (int64_t l = 0; l < L; ++l) {
+          if constexpr (DOT) {
+            acc[t][l] = acc[t][l] + gd[l] * qv;
+          } else {
+            const scalar_t diff = gd[l] - qv;
+            acc[t][l] = acc[t][l] + diff * diff;
           }
         }
       }
-      std::copy(top_dist.begin(), top_dist.begin() + filled, out_dist + i * k);
-      std::copy(top_idx.begin(), top_idx.begin() + filled, out_idx + i * k);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < QT; ++t)
+      for (int64_t l = 0; l < L; ++l) out[t * kBlock + j0 + l] = acc[t][l];
+  }
+}
+
+template <typename scalar_t>
+void knn_queries(const scalar_t* pk, const std::vector<int64_t>& gbase, const scalar_t* y, int64_t num_queries,
+                 int64_t dim, const std::vector<int64_t>& ptr_x, const std::vector<int64_t>& ptr_y,
+                 int64_t k, const scalar_t* norm_x, const scalar_t* norm_y, scalar_t* out_dist,
+                 int64_t* out_idx) {
+  constexpr int QT = kQueryTile;
+  constexpr int64_t L = kLanes<scalar_t>;
+  static_assert(kBlock % (64 / sizeof(double)) == 0 && kBlock % (64 / sizeof(float)) == 0);
+  parallel_chunks(num_queries, kGrain, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> tmp(QT * kBlock), top_dist(QT * k);
+    std::vector<int64_t> top_idx(QT * k);
+    int64_t b = cloud_of(ptr_y, begin);
+    for (int64_t i0 = begin; i0 < end;) {
+      while (i0 >= ptr_y[b + 1]) ++b;
+      // A tile: up to QT consecutive queries of cloud b (missing ones repeat
+      // the last query and are not written).
+      const int64_t tile = std::min<int64_t>({QT, end - i0, ptr_y[b + 1] - i0});
+      const int64_t first = ptr_x[b], n = ptr_x[b + 1] - ptr_x[b];
+      if (n == 0) {
+        i0 += tile;
+        continue;
+      }
+      const scalar_t* qs[QT];
+      for (int t = 0; t < QT; ++t) qs[t] = y + (i0 + std::min<int64_t>(t, tile - 1)) * dim;
+      int64_t filled[QT] = {0};
+      for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
+        const int64_t count = std::min(kBlock, n - j0);
+        const scalar_t* block = pk + (gbase[b] + j0 / L) * dim * L;
+        if (norm_x != nullptr) {
+          tile_block<scalar_t, true>(block, dim, qs, count, tmp.data());
+          for (int64_t t = 0; t < tile; ++t)
+            cosine_from_dot(tmp.data() + t * kBlock, norm_x + first + j0, norm_y[i0 + t], count);
+        } else {
+          tile_block<scalar_t, false>(block, dim, qs, count, tmp.data());
+        }
+        for (int64_t t = 0; t < tile; ++t) {
+          const scalar_t* dist = tmp.data() + t * kBlock;
+          scalar_t* td = top_dist.data() + t * k;
+          int64_t* ti = top_idx.data() + t * k;
+          int64_t& f = filled[t];
+          // Points of the block in chunks of kChunk: a chunk whose minimum cannot
+          // displace the current k-th neighbour is skipped after one vectorised pass.
+          for (int64_t c0 = 0; c0 < count; c0 += kChunk) {
+            const int64_t chunk = std::min(kChunk, count - c0);
+            if (f == k && !(block_min(dist + c0, chunk) < td[k - 1])) continue;
+            for (int64_t j = c0; j < c0 + chunk; ++j) {
+              const scalar_t d = dist[j];
+              int64_t pos;
+              if (f < k) {
+                pos = f++;
+              } else if (d < td[k - 1]) {
+                pos = k - 1;
+              } else {
+                continue;
+              }
+              while (pos > 0 && td[pos - 1] > d) {
+                td[pos] = td[pos - 1];
+                ti[pos] = ti[pos - 1];
+                --pos;
+              }
+              td[pos] = d;
+              ti[pos] = first + j0 + j;
+            }
+          }
+        }
+      }
+      for (int64_t t = 0; t < tile; ++t) {
+        std::copy(top_dist.begin() + t * k, top_dist.begin() + t * k + filled[t], out_dist + (i0 + t) * k);
+        std::copy(top_idx.begin() + t * k, top_idx.begin() + t * k + filled[t], out_idx + (i0 + t) * k);
+      }
+      i0 += tile;
     }
   });
 }
@@ -355,9 +456,9 @@ std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const at::Tensor
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pointcmt_knn_cpu", [&] {
     if (!cosine && dim <= 3 && num_points >= kGridMinPoints && knn_grid<scalar_t>(xc, yc, px, py, k, dist, idx))
       return;
-    auto xt = at::empty({dim, num_points}, x.options());
+    std::vector<scalar_t> pk;
+    const std::vector<int64_t> gbase = pack_groups(xc.data_ptr<scalar_t>(), dim, px, pk);
     at::Tensor norm_x, norm_y;
-    transpose_points(xc.data_ptr<scalar_t>(), num_points, dim, xt.data_ptr<scalar_t>());
     const scalar_t* nx = nullptr;
     const scalar_t* ny = nullptr;
     if (cosine) {
@@ -368,7 +469,7 @@ std::tuple<at::Tensor, at::Tensor> knn_cpu(const at::Tensor& x, const at::Tensor
       nx = norm_x.data_ptr<scalar_t>();
       ny = norm_y.data_ptr<scalar_t>();
     }
-    knn_queries(xt.data_ptr<scalar_t>(), num_points, yc.data_ptr<scalar_t>(), num_queries, dim, px, py, k,
+    knn_queries(pk.data(), gbase, yc.data_ptr<scalar_t>(), num_queries, dim, px, py, k,
                 nx, ny, dist.data_ptr<scalar_t>(), idx.data_ptr<int64_t>());
   });
   return {dist, idx};
