@@ -46,8 +46,14 @@ test: setup ctest
 test-reference: setup
 	POINTCMT_DISABLE_EXT=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
+# A CUDA build of torch makes find_package(Torch) look for the CUDA toolkit; pip's
+# torch wheels keep nvrtc in site-packages/nvidia/cu*/lib, where CMake does not look.
+NVRTC = $(firstword $(wildcard $(abspath $(VENV))/lib/python3*/site-packages/nvidia/cu*/lib/libnvrtc.so.*))
+CMAKE_CUDA_ARGS = $(if $(wildcard $(CUDA_HOME)/bin/nvcc),-DCUDAToolkit_ROOT=$(CUDA_HOME) -DCMAKE_CUDA_COMPILER=$(CUDA_HOME)/bin/nvcc) \
+  $(if $(NVRTC),-DCUDA_nvrtc_LIBRARY=$(NVRTC))
+
 ctest: $(VENV)/.deps
-	$(VENV)/bin/cmake -S . -B cmake-build -DCMAKE_BUILD_TYPE=Release \
+	PATH="$(CUDA_HOME)/bin:$$PATH" $(VENV)/bin/cmake -S . -B cmake-build -DCMAKE_BUILD_TYPE=Release $(CMAKE_CUDA_ARGS) \
 	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" >/dev/null
 	$(VENV)/bin/cmake --build cmake-build -j $(MAX_JOBS)
 	cd cmake-build && ../$(VENV)/bin/ctest --output-on-failure
