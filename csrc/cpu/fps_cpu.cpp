@@ -1,9 +1,9 @@
-// Farthest point sampling, CPU: clouds in parallel (parallel_chunks, torch's
-// inter-op pool; at::parallel_for is serial in this build), the
-// points of a cloud in struct-of-arrays layout so the per-step update
-// (squared distance to the newest sample, running minimum, maximum) is one
-// vectorised pass; the argmax is then the first point holding the maximum,
-// so ties go to the lowest index. Buffers are allocated once per chunk.
+// Farthest point sampling, CPU: clouds in parallel (parallel_chunks,
+// cpu/grid.h), the points of a cloud in struct-of-arrays layout so the
+// per-step update (squared distance to the newest sample, running minimum,
+// maximum) is one vectorised pass; the argmax is then the first point holding
+// the maximum, so ties go to the lowest index. Buffers are allocated once per
+// chunk.
 #include <torch/library.h>
 
 #include <limits>

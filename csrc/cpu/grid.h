@@ -1,10 +1,12 @@
-// Shared by the CPU point kernels (fps, knn, radius): a thread helper and a
+// Shared by the CPU point kernels (fps, knn, radius): a thread team and a
 // uniform grid per cloud for low-dimensional (D <= 3) neighbour searches.
 //
-// parallel_chunks: at::parallel_for is header-inline OpenMP in the usual torch
-// builds and so runs serially unless the including file is compiled with
-// -fopenmp (this extension is not); the chunks are handed to torch's inter-op
-// thread pool (at::launch) instead, as emd_cpu.cpp does for its pairs.
+// Team / parallel_chunks: at::parallel_for is header-inline OpenMP in the
+// usual torch builds, so it runs serially unless the including file is
+// compiled with -fopenmp. Compiled with -fopenmp, the team is torch's own
+// OpenMP threads; without it, the chunks go to torch's inter-op thread pool
+// (at::launch), as emd_cpu.cpp does for its pairs. Either way chunks are
+// claimed dynamically (the work per query varies).
 //
 // PointGrid: the points of every cloud are counting-sorted by cell (x fastest,
 // then y, then z; ascending index inside a cell) into a copy, so any run of
@@ -26,6 +28,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -34,50 +37,163 @@
 namespace pointcmt {
 namespace cpu {
 
-// Runs fn(begin, end) over [0, n) in chunks of at most `grain` items on up to
-// at::get_num_threads() threads. Chunks are claimed from a shared counter and
-// the calling thread claims too, so it only ever waits for chunks already
-// running: no deadlock when the pool is busy or when called from a pool thread.
-// Serial when one thread is allowed or n <= grain.
+// A team of threads for one op: up to at::get_num_threads() - 1 tasks on
+// torch's inter-op pool plus the calling thread. The pool tasks are started
+// when the team is made and, between jobs, wait spinning (they only live as
+// long as the op), so the wake-up of a sleeping thread - milliseconds on some
+// virtual machines - is paid once per op, overlapped with its serial set-up,
+// rather than once per parallel loop.
+//
+// run(n, grain, fn) calls fn(begin, end) over [0, n) in chunks of at most
+// `grain` items. Chunks are claimed from a shared counter and the calling
+// thread claims too, so it only ever waits for chunks already running: a pool
+// task that starts late (busy pool, oversubscribed machine) or never just
+// leaves its share to the others. Safe when called from a pool thread.
+#if defined(_OPENMP)
+// Compiled with OpenMP: torch's own OpenMP threads (at::parallel_for) are the
+// team; they spin between parallel regions like the rest of torch's.
+class Team {
+ public:
+  template <typename F>
+  void run(int64_t n, int64_t grain, const F& fn) {
+    if (n <= 0) return;
+    grain = std::max<int64_t>(grain, 1);
+    const int64_t chunks = (n + grain - 1) / grain;
+    // Dynamic claiming as below: at::parallel_for splits statically, and the
+    // work per query varies.
+    std::atomic<int64_t> next{0};
+    std::mutex error_mutex;
+    std::exception_ptr error;
+    at::parallel_for(0, std::min<int64_t>(chunks, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+      while (true) {
+        const int64_t c = next.fetch_add(1);
+        if (c >= chunks) return;
+        try {
+          fn(c * grain, std::min(n, (c + 1) * grain));
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(error_mutex);
+          if (!error) error = std::current_exception();
+        }
+      }
+    });
+    if (error) std::rethrow_exception(error);
+  }
+};
+#else
+class Team {
+ public:
+  Team() : Team(at::get_num_threads()) {}
+  explicit Team(int64_t max_threads) : shared_(std::make_shared<Shared>()) {
+    for (int64_t t = 1; t < max_threads; ++t) {
+      auto shared = shared_;
+      at::launch([shared]() { work(*shared); });
+    }
+    helpers_ = max_threads > 1;
+  }
+  Team(const Team&) = delete;
+  Team& operator=(const Team&) = delete;
+  ~Team() { shared_->stop.store(true); }
+
+  template <typename F>
+  void run(int64_t n, int64_t grain, const F& fn) {
+    if (n <= 0) return;
+    grain = std::max<int64_t>(grain, 1);
+    const int64_t chunks = (n + grain - 1) / grain;
+    if (!helpers_ || chunks == 1) {
+      fn(int64_t(0), n);
+      return;
+    }
+    Shared& s = *shared_;
+    s.fn = &fn;
+    s.call = [](const void* f, int64_t begin, int64_t end) { (*static_cast<const F*>(f))(begin, end); };
+    s.n = n;
+    s.grain = grain;
+    s.chunks = chunks;
+    s.next.store(0);
+    s.done.store(0);
+    s.open.store(true);
+    s.seq.fetch_add(1);  // publishes the job
+    claim(s);
+    while (s.done.load() < chunks) pause();
+    // Close the job and wait for helpers still looking at it.
+    s.open.store(false);
+    while (s.inside.load() != 0) pause();
+    if (s.error) {
+      std::exception_ptr error = s.error;
+      s.error = nullptr;
+      std::rethrow_exception(error);
+    }
+  }
+
+ private:
+  struct Shared {
+    std::atomic<int64_t> seq{0}, next{0}, done{0}, inside{0};
+    std::atomic<bool> open{false}, stop{false};
+    const void* fn = nullptr;
+    void (*call)(const void*, int64_t, int64_t) = nullptr;
+    int64_t n = 0, grain = 1, chunks = 0;
+    std::mutex error_mutex;
+    std::exception_ptr error;
+  };
+
+  static void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    std::this_thread::yield();
+#endif
+  }
+
+  static void claim(Shared& s) {
+    while (true) {
+      const int64_t c = s.next.fetch_add(1);
+      if (c >= s.chunks) return;
+      try {
+        s.call(s.fn, c * s.grain, std::min(s.n, (c + 1) * s.grain));
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(s.error_mutex);
+        if (!s.error) s.error = std::current_exception();
+      }
+      s.done.fetch_add(1);
+    }
+  }
+
+  // A pool task: joins every job published while the team lives.
+  static void work(Shared& s) {
+    int64_t seen = 0;
+    uint64_t spins = 0;
+    while (!s.stop.load()) {
+      const int64_t seq = s.seq.load();
+      if (seq == seen) {
+        pause();
+        if ((++spins & 1023) == 0) std::this_thread::yield();  // be fair when oversubscribed
+        continue;
+      }
+      seen = seq;
+      s.inside.fetch_add(1);
+      // The job may have closed (and another opened) since seq was read: only
+      // an open job with this sequence number is joined.
+      if (s.open.load() && s.seq.load() == seq) claim(s);
+      s.inside.fetch_sub(1);
+    }
+  }
+
+  std::shared_ptr<Shared> shared_;
+  bool helpers_ = false;
+};
+#endif
+
+// One parallel loop (a team for one job): fn(begin, end) over [0, n) in chunks
+// of at most `grain` items.
 template <typename F>
 void parallel_chunks(int64_t n, int64_t grain, const F& fn) {
   if (n <= 0) return;
-  grain = std::max<int64_t>(grain, 1);
-  const int64_t chunks = (n + grain - 1) / grain;
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), chunks);
-  if (threads <= 1) {
+  if ((n + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1) == 1 || at::get_num_threads() <= 1) {
     fn(int64_t(0), n);
     return;
   }
-  struct State {
-    std::atomic<int64_t> next{0};
-    int64_t done = 0;
-    std::mutex mutex;
-    std::condition_variable finished;
-    std::exception_ptr error;
-  };
-  auto state = std::make_shared<State>();
-  const F* fn_ptr = &fn;
-  auto worker = [state, chunks, n, grain, fn_ptr]() {
-    while (true) {
-      const int64_t c = state->next.fetch_add(1);
-      if (c >= chunks) return;  // nothing left: never touches fn again
-      std::exception_ptr error;
-      try {
-        (*fn_ptr)(c * grain, std::min(n, (c + 1) * grain));
-      } catch (...) {
-        error = std::current_exception();
-      }
-      std::lock_guard<std::mutex> lock(state->mutex);
-      if (error && !state->error) state->error = error;
-      if (++state->done == chunks) state->finished.notify_all();
-    }
-  };
-  for (int64_t t = 1; t < threads; ++t) at::launch(worker);
-  worker();
-  std::unique_lock<std::mutex> lock(state->mutex);
-  state->finished.wait(lock, [&] { return state->done == chunks; });
-  if (state->error) std::rethrow_exception(state->error);
+  Team team;
+  team.run(n, grain, fn);
 }
 
 // Computed squared distances (D <= 3, every operation rounded once in float32
@@ -147,7 +263,7 @@ struct PointGrid {
   // least that long on every axis. Returns false (and builds nothing) when a
   // coordinate is not finite: the callers then use the brute force.
   template <typename CellSide>
-  bool build(const scalar_t* x, int64_t n_points, int64_t d, const std::vector<int64_t>& ptr,
+  bool build(Team& team, const scalar_t* x, int64_t n_points, int64_t d, const std::vector<int64_t>& ptr,
              CellSide cell_side, bool side_is_minimum = false) {
     dim = d;
     num_points = n_points;
@@ -219,7 +335,7 @@ struct PointGrid {
     cell_start.assign(total_cells, 0);
     coords.resize(dim * num_points);
     row.resize(num_points);
-    parallel_chunks(num_clouds, 1, [&](int64_t begin, int64_t end) {
+    team.run(num_clouds, 1, [&](int64_t begin, int64_t end) {
       std::vector<int64_t> cell_of;
       for (int64_t b = begin; b < end; ++b) {
         const CloudGrid& c = clouds[b];
@@ -253,10 +369,10 @@ struct PointGrid {
   // The rows of y (packed by ptr_y, same clouds) ordered by cloud, then by the
   // cell of this grid they fall in (counting sort, stable): consecutive
   // queries then touch the same memory.
-  std::vector<int64_t> query_order(const scalar_t* y, const std::vector<int64_t>& ptr_y) const {
+  std::vector<int64_t> query_order(Team& team, const scalar_t* y, const std::vector<int64_t>& ptr_y) const {
     const int64_t num_clouds = static_cast<int64_t>(clouds.size());
     std::vector<int64_t> order(ptr_y.back());
-    parallel_chunks(num_clouds, 1, [&](int64_t begin, int64_t end) {
+    team.run(num_clouds, 1, [&](int64_t begin, int64_t end) {
       std::vector<int64_t> count, cell;
       for (int64_t b = begin; b < end; ++b) {
         const CloudGrid& c = clouds[b];

@@ -1,12 +1,13 @@
-// k nearest neighbours, CPU: queries in parallel (parallel_chunks, torch's
-// inter-op pool), exact within each cloud.
+// k nearest neighbours, CPU: queries in parallel (a Team, cpu/grid.h), exact
+// within each cloud.
 //
-// Brute force (any D, and cosine): distances to a block of points are computed
-// in one vectorised pass over a struct-of-arrays copy of x; a chunk whose
-// minimum cannot enter the current top k is skipped, the others are merged by
-// insertion into a sorted list. Points arrive in ascending index order and
-// only a strictly smaller distance displaces an entry, so the result is sorted
-// by (distance, index).
+// Brute force (any D, and cosine): the points of each cloud are packed in
+// groups of 16 (all coordinates of a group together); tiles of 4 queries
+// compute their distances to a block of points in one vectorised pass; a chunk
+// whose minimum cannot enter the current top k is skipped, the others are
+// merged by insertion into a sorted list. Points arrive in ascending index
+// order and only a strictly smaller distance displaces an entry, so the result
+// is sorted by (distance, index).
 //
 // Grid (Euclidean, D <= 3): the points of each cloud are put in a uniform grid
 // (cpu/grid.h). The queries of one cell take the points of the 3^D cells
@@ -156,14 +157,14 @@ void knn_shells(const PointGrid<scalar_t>& grid, const CloudGrid& c, const scala
 // distance is not provably below the distance to the cells outside that block
 // continues with the shell search.
 template <int DIM, typename Top, typename scalar_t>
-void knn_grid_queries(const PointGrid<scalar_t>& grid, const scalar_t* y, int64_t num_queries,
+void knn_grid_queries(Team& team, const PointGrid<scalar_t>& grid, const scalar_t* y, int64_t num_queries,
                       const std::vector<int64_t>& ptr_y, int64_t k, scalar_t* out_dist, int64_t* out_idx) {
   constexpr int64_t dim = DIM;
   const scalar_t* coords = grid.coords.data();
   const int64_t* rows = grid.row.data();
   const double keep = kRoundKeep<scalar_t>();
-  const std::vector<int64_t> order = grid.query_order(y, ptr_y);
-  parallel_chunks(num_queries, kGrain, [&](int64_t begin, int64_t end) {
+  const std::vector<int64_t> order = grid.query_order(team, y, ptr_y);
+  team.run(num_queries, kGrain, [&](int64_t begin, int64_t end) {
     Top top;
     top.k = k;
     std::vector<scalar_t> cand, tmp;
@@ -409,8 +410,9 @@ bool knn_grid(const at::Tensor& x, const at::Tensor& y, const std::vector<int64_
   // query then usually holds its k nearest and proves it (measured on uniform
   // clouds of 1024 points, k = 1 .. 40).
   const double per_cell = std::min(64.0, std::max(4.0, 0.4 * static_cast<double>(k)));
+  Team team;  // started now: its threads wake up while the grid is built
   PointGrid<scalar_t> grid;
-  const bool ok = grid.build(x.data_ptr<scalar_t>(), num_points, dim, px, [&](int64_t n, double volume, int active) {
+  const bool ok = grid.build(team, x.data_ptr<scalar_t>(), num_points, dim, px, [&](int64_t n, double volume, int active) {
     return std::pow(volume * per_cell / static_cast<double>(n), 1.0 / active);
   });
   if (!ok) return false;
@@ -421,9 +423,9 @@ bool knn_grid(const at::Tensor& x, const at::Tensor& y, const std::vector<int64_
   const scalar_t* yq = y.data_ptr<scalar_t>();
   auto run = [&](auto top_tag) {
     using Top = typename decltype(top_tag)::type;
-    if (dim == 1) knn_grid_queries<1, Top>(grid, yq, num_queries, py, k, out_d, out_i);
-    else if (dim == 2) knn_grid_queries<2, Top>(grid, yq, num_queries, py, k, out_d, out_i);
-    else knn_grid_queries<3, Top>(grid, yq, num_queries, py, k, out_d, out_i);
+    if (dim == 1) knn_grid_queries<1, Top>(team, grid, yq, num_queries, py, k, out_d, out_i);
+    else if (dim == 2) knn_grid_queries<2, Top>(team, grid, yq, num_queries, py, k, out_d, out_i);
+    else knn_grid_queries<3, Top>(team, grid, yq, num_queries, py, k, out_d, out_i);
   };
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (largest < (int64_t(1) << 32)) {

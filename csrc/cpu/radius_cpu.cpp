@@ -1,6 +1,5 @@
-// Radius search, CPU: queries in parallel (parallel_chunks, torch's inter-op
-// pool), exact; per query the first max_num_neighbors points in range in
-// ascending index order.
+// Radius search, CPU: queries in parallel (a Team, cpu/grid.h), exact; per
+// query the first max_num_neighbors points in range in ascending index order.
 //
 // Brute force (any D): over a struct-of-arrays copy of x in ascending index
 // order, vectorised per block of points, stopping as soon as
@@ -68,13 +67,13 @@ POINTCMT_MULTIVERSION uint64_t below_mask(const scalar_t* __restrict d, int64_t 
 }
 
 template <int DIM, typename scalar_t>
-void radius_grid_queries(const PointGrid<scalar_t>& grid, const scalar_t* y, int64_t num_queries,
+void radius_grid_queries(Team& team, const PointGrid<scalar_t>& grid, const scalar_t* y, int64_t num_queries,
                          const std::vector<int64_t>& ptr_y, scalar_t r2, int64_t max_num, int64_t* out) {
   constexpr int64_t dim = DIM;
   const scalar_t* coords = grid.coords.data();
   const int64_t* rows = grid.row.data();
-  const std::vector<int64_t> order = grid.query_order(y, ptr_y);
-  parallel_chunks(num_queries, kGrain, [&](int64_t begin, int64_t end) {
+  const std::vector<int64_t> order = grid.query_order(team, y, ptr_y);
+  team.run(num_queries, kGrain, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> cand, tmp;
     std::vector<int64_t> cand_row, hits;
     std::vector<uint64_t> bitmap;
@@ -175,16 +174,17 @@ bool radius_grid(const at::Tensor& x, const at::Tensor& y, const std::vector<int
   // the rounding of that bound and of cell assignment) put it in the 3^D cells
   // around the query's.
   const double reach = std::sqrt(static_cast<double>(r2) / kRoundKeep<scalar_t>()) * (1 + 1e-6);
+  Team team;  // started now: its threads wake up while the grid is built
   PointGrid<scalar_t> grid;
   const bool ok = grid.build(
-      x.data_ptr<scalar_t>(), num_points, dim, px,
+      team, x.data_ptr<scalar_t>(), num_points, dim, px,
       [&](int64_t, double, int) { return reach; }, /*side_is_minimum=*/true);
   if (!ok) return false;
   const scalar_t* yq = y.data_ptr<scalar_t>();
   int64_t* o = out.data_ptr<int64_t>();
-  if (dim == 1) radius_grid_queries<1>(grid, yq, num_queries, py, r2, max_num, o);
-  else if (dim == 2) radius_grid_queries<2>(grid, yq, num_queries, py, r2, max_num, o);
-  else radius_grid_queries<3>(grid, yq, num_queries, py, r2, max_num, o);
+  if (dim == 1) radius_grid_queries<1>(team, grid, yq, num_queries, py, r2, max_num, o);
+  else if (dim == 2) radius_grid_queries<2>(team, grid, yq, num_queries, py, r2, max_num, o);
+  else radius_grid_queries<3>(team, grid, yq, num_queries, py, r2, max_num, o);
   return true;
 }
 
