@@ -320,3 +320,22 @@ def test_high_dimensional_features_match_brute_force(dtype, cosine):
     dist, idx = torch.ops.pointcmt.knn(x, x, ptr, ptr, 20, cosine)
     assert idx.tolist() == want_i.tolist()
     assert np.array_equal(dist.numpy(), want_d)
+
+
+def test_same_result_on_any_number_of_threads():
+    # The CPU kernels split queries over torch's intra-op threads in chunks
+    # claimed dynamically: the output must not depend on the split.
+    x, batch = cloud([1024, 300, 1024, 7], 3, torch.float32, seed=5)
+    f = torch.randn(x.shape[0], 64, generator=torch.Generator().manual_seed(6))
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, max(2, before)):
+            torch.set_num_threads(threads)
+            results.append((ops.knn(x, x, 20, batch, batch), ops.knn(f, f, 20, batch, batch),
+                            ops.radius(x, x, 0.1, batch, batch, max_num_neighbors=16),
+                            ops.fps(x, batch, 0.5, random_start=False)))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)

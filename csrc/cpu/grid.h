@@ -1,12 +1,9 @@
 // Shared by the CPU point kernels (fps, knn, radius): a thread team and a
 // uniform grid per cloud for low-dimensional (D <= 3) neighbour searches.
 //
-// Team / parallel_chunks: at::parallel_for is header-inline OpenMP in the
-// usual torch builds, so it runs serially unless the including file is
-// compiled with -fopenmp. Compiled with -fopenmp, the team is torch's own
-// OpenMP threads; without it, the chunks go to torch's inter-op thread pool
-// (at::launch), as emd_cpu.cpp does for its pairs. Either way chunks are
-// claimed dynamically (the work per query varies).
+// Team / parallel_chunks: the loops run on torch's intra-op threads, the same
+// ones (and as many) as every torch op, whether or not this file is compiled
+// with -fopenmp (see on_intraop_threads); chunks are claimed dynamically.
 //
 // PointGrid: the points of every cloud are counting-sorted by cell (x fastest,
 // then y, then z; ascending index inside a cell) into a copy, so any run of
@@ -18,17 +15,16 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/TensorIterator.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstring>
 #include <exception>
 #include <limits>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -37,21 +33,40 @@
 namespace pointcmt {
 namespace cpu {
 
-// A team of threads for one op: up to at::get_num_threads() - 1 tasks on
-// torch's inter-op pool plus the calling thread. The pool tasks are started
-// when the team is made and, between jobs, wait spinning (they only live as
-// long as the op), so the wake-up of a sleeping thread - milliseconds on some
-// virtual machines - is paid once per op, overlapped with its serial set-up,
-// rather than once per parallel loop.
+// Runs body() once on each of `workers` of torch's intra-op threads (the
+// calling thread included), in one parallel region.
 //
-// run(n, grain, fn) calls fn(begin, end) over [0, n) in chunks of at most
-// `grain` items. Chunks are claimed from a shared counter and the calling
-// thread claims too, so it only ever waits for chunks already running: a pool
-// task that starts late (busy pool, oversubscribed machine) or never just
-// leaves its share to the others. Safe when called from a pool thread.
+// at::parallel_for is header-inline, so in a file compiled without -fopenmp
+// it runs serially; TensorIterator::for_each is compiled inside libtorch and
+// reaches the same intra-op threads (OpenMP or torch's native pool) as every
+// other torch op. An iterator of one element per worker, split with grain 1,
+// calls the loop once per worker.
+template <typename F>
+void on_intraop_threads(int64_t workers, const F& body) {
 #if defined(_OPENMP)
-// Compiled with OpenMP: torch's own OpenMP threads (at::parallel_for) are the
-// team; they spin between parallel regions like the rest of torch's.
+  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) body();
+  });
+#else
+  auto slots = at::empty({workers}, at::TensorOptions().dtype(at::kByte));
+  auto iter = at::TensorIteratorConfig()
+                  .add_output(slots)
+                  .check_all_same_dtype(false)
+                  .resize_outputs(false)
+                  .build();
+  iter.for_each(
+      [&](char** /*data*/, const int64_t* /*strides*/, int64_t size0, int64_t size1) {
+        for (int64_t w = 0; w < size0 * size1; ++w) body();
+      },
+      /*grain_size=*/1);
+#endif
+}
+
+// The threads of one op. run(n, grain, fn) calls fn(begin, end) over [0, n)
+// in chunks of at most `grain` items on torch's intra-op threads (as many as
+// at::get_num_threads()), claimed dynamically from a shared counter (the work
+// per query varies), so a thread that starts late just leaves its share to the
+// others. Serial inside another parallel region.
 class Team {
  public:
   template <typename F>
@@ -59,12 +74,15 @@ class Team {
     if (n <= 0) return;
     grain = std::max<int64_t>(grain, 1);
     const int64_t chunks = (n + grain - 1) / grain;
-    // Dynamic claiming as below: at::parallel_for splits statically, and the
-    // work per query varies.
+    const int64_t workers = std::min<int64_t>(chunks, at::get_num_threads());
+    if (workers <= 1 || at::in_parallel_region()) {
+      fn(int64_t(0), n);
+      return;
+    }
     std::atomic<int64_t> next{0};
     std::mutex error_mutex;
     std::exception_ptr error;
-    at::parallel_for(0, std::min<int64_t>(chunks, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+    on_intraop_threads(workers, [&]() {
       while (true) {
         const int64_t c = next.fetch_add(1);
         if (c >= chunks) return;
@@ -79,121 +97,12 @@ class Team {
     if (error) std::rethrow_exception(error);
   }
 };
-#else
-class Team {
- public:
-  Team() : Team(at::get_num_threads()) {}
-  explicit Team(int64_t max_threads) : shared_(std::make_shared<Shared>()) {
-    for (int64_t t = 1; t < max_threads; ++t) {
-      auto shared = shared_;
-      at::launch([shared]() { work(*shared); });
-    }
-    helpers_ = max_threads > 1;
-  }
-  Team(const Team&) = delete;
-  Team& operator=(const Team&) = delete;
-  ~Team() { shared_->stop.store(true); }
 
-  template <typename F>
-  void run(int64_t n, int64_t grain, const F& fn) {
-    if (n <= 0) return;
-    grain = std::max<int64_t>(grain, 1);
-    const int64_t chunks = (n + grain - 1) / grain;
-    if (!helpers_ || chunks == 1) {
-      fn(int64_t(0), n);
-      return;
-    }
-    Shared& s = *shared_;
-    s.fn = &fn;
-    s.call = [](const void* f, int64_t begin, int64_t end) { (*static_cast<const F*>(f))(begin, end); };
-    s.n = n;
-    s.grain = grain;
-    s.chunks = chunks;
-    s.next.store(0);
-    s.done.store(0);
-    s.open.store(true);
-    s.seq.fetch_add(1);  // publishes the job
-    claim(s);
-    while (s.done.load() < chunks) pause();
-    // Close the job and wait for helpers still looking at it.
-    s.open.store(false);
-    while (s.inside.load() != 0) pause();
-    if (s.error) {
-      std::exception_ptr error = s.error;
-      s.error = nullptr;
-      std::rethrow_exception(error);
-    }
-  }
-
- private:
-  struct Shared {
-    std::atomic<int64_t> seq{0}, next{0}, done{0}, inside{0};
-    std::atomic<bool> open{false}, stop{false};
-    const void* fn = nullptr;
-    void (*call)(const void*, int64_t, int64_t) = nullptr;
-    int64_t n = 0, grain = 1, chunks = 0;
-    std::mutex error_mutex;
-    std::exception_ptr error;
-  };
-
-  static void pause() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#else
-    std::this_thread::yield();
-#endif
-  }
-
-  static void claim(Shared& s) {
-    while (true) {
-      const int64_t c = s.next.fetch_add(1);
-      if (c >= s.chunks) return;
-      try {
-        s.call(s.fn, c * s.grain, std::min(s.n, (c + 1) * s.grain));
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(s.error_mutex);
-        if (!s.error) s.error = std::current_exception();
-      }
-      s.done.fetch_add(1);
-    }
-  }
-
-  // A pool task: joins every job published while the team lives.
-  static void work(Shared& s) {
-    int64_t seen = 0;
-    uint64_t spins = 0;
-    while (!s.stop.load()) {
-      const int64_t seq = s.seq.load();
-      if (seq == seen) {
-        pause();
-        if ((++spins & 1023) == 0) std::this_thread::yield();  // be fair when oversubscribed
-        continue;
-      }
-      seen = seq;
-      s.inside.fetch_add(1);
-      // The job may have closed (and another opened) since seq was read: only
-      // an open job with this sequence number is joined.
-      if (s.open.load() && s.seq.load() == seq) claim(s);
-      s.inside.fetch_sub(1);
-    }
-  }
-
-  std::shared_ptr<Shared> shared_;
-  bool helpers_ = false;
-};
-#endif
-
-// One parallel loop (a team for one job): fn(begin, end) over [0, n) in chunks
-// of at most `grain` items.
+// One parallel loop: fn(begin, end) over [0, n) in chunks of at most `grain`
+// items (see Team).
 template <typename F>
 void parallel_chunks(int64_t n, int64_t grain, const F& fn) {
-  if (n <= 0) return;
-  if ((n + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1) == 1 || at::get_num_threads() <= 1) {
-    fn(int64_t(0), n);
-    return;
-  }
-  Team team;
-  team.run(n, grain, fn);
+  Team().run(n, grain, fn);
 }
 
 // Computed squared distances (D <= 3, every operation rounded once in float32

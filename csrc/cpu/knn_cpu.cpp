@@ -410,7 +410,7 @@ bool knn_grid(const at::Tensor& x, const at::Tensor& y, const std::vector<int64_
   // query then usually holds its k nearest and proves it (measured on uniform
   // clouds of 1024 points, k = 1 .. 40).
   const double per_cell = std::min(64.0, std::max(4.0, 0.4 * static_cast<double>(k)));
-  Team team;  // started now: its threads wake up while the grid is built
+  Team team;
   PointGrid<scalar_t> grid;
   const bool ok = grid.build(team, x.data_ptr<scalar_t>(), num_points, dim, px, [&](int64_t n, double volume, int active) {
     return std::pow(volume * per_cell / static_cast<double>(n), 1.0 / active);

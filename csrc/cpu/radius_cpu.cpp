@@ -174,7 +174,7 @@ bool radius_grid(const at::Tensor& x, const at::Tensor& y, const std::vector<int
   // the rounding of that bound and of cell assignment) put it in the 3^D cells
   // around the query's.
   const double reach = std::sqrt(static_cast<double>(r2) / kRoundKeep<scalar_t>()) * (1 + 1e-6);
-  Team team;  // started now: its threads wake up while the grid is built
+  Team team;
   PointGrid<scalar_t> grid;
   const bool ok = grid.build(
       team, x.data_ptr<scalar_t>(), num_points, dim, px,
