@@ -461,7 +461,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
         log(f"teacher: reusing {stage_dir / 'teacher.pt'}")
     else:
         log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px, "
-             f"{cfg.teacher_epochs} epochs)")
+            f"{cfg.teacher_epochs} epochs)")
         seed_everything(cfg.seed)
         teacher = MultiViewTeacher(num_classes, backbone=cfg.backbone, in_channels=1)
         res = train_teacher(teacher, train_v, val_v, epochs=cfg.teacher_epochs,
@@ -511,7 +511,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
         log(f"cmpg: reusing {stage_dir / 'cmpg.pt'}")
     else:
         log(f"stage II: CMPG ({teacher.feat_dim} -> {cfg.cmpg_points} points, "
-             f"{cfg.cmpg_epochs} epochs)")
+            f"{cfg.cmpg_epochs} epochs)")
         seed_everything(cfg.seed)
         cmpg = CMPG(teacher.feat_dim, num_points=cfg.cmpg_points)
         t_cmpg = Compose([DropAttributes(), attach])
@@ -550,7 +550,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
                                             teacher_source="cache")
                 train_s = _with_transform(train, student_transforms(True, [attach]))
             log(f"stage III: {cfg.model} {'with PointCMT' if run == 'pointcmt' else 'baseline'}"
-                 f" ({cfg.epochs} epochs, {cfg.num_points} points)")
+                f" ({cfg.epochs} epochs, {cfg.num_points} points)")
             res = train_student(model, train_s, val_s, epochs=cfg.epochs,
                                 batch_size=cfg.batch_size, lr=cfg.lr, out_dir=stage_dir,
                                 num_classes=num_classes, **common)
