@@ -8,6 +8,7 @@ import torch
 
 import pointcmt_pyg.ops as ops
 from pointcmt_pyg.ops import _reference
+from pointcmt_pyg.ops._edges import padded_to_edges
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DTYPES = [torch.float32, torch.float64]
@@ -121,9 +122,9 @@ def test_clouds_smaller_than_k_and_trailing_clouds():
 
 @pytest.mark.parametrize("loop", [False, True])
 @pytest.mark.parametrize("flow", ["source_to_target", "target_to_source"])
-def test_knn_graph_is_pyg_semantics(loop, flow):
-    counts = [30, 1, 12]
-    x, batch = cloud(counts, 3, torch.float32, ties=True, seed=4)
+@pytest.mark.parametrize("counts,ties", [([30, 1, 12], True), ([30, 12], False)])  # the second: every row full
+def test_knn_graph_is_pyg_semantics(loop, flow, counts, ties):
+    x, batch = cloud(counts, 3, torch.float32, ties=ties, seed=4)
     k = 5
     _, idx = brute_knn(x, x, k if loop else k + 1, counts, counts)
     rows, cols = edges_from(idx)
@@ -133,6 +134,21 @@ def test_knn_graph_is_pyg_semantics(loop, flow):
         cols = [c for c, kp in zip(cols, keep) if kp]
     want = [cols, rows] if flow == "source_to_target" else [rows, cols]
     assert ops.knn_graph(x, k, batch, loop=loop, flow=flow).tolist() == want
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_padded_to_edges_matches_boolean_indexing(seed):
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, 50, (40, 7), generator=gen)
+    row = torch.arange(40).view(-1, 1).expand(40, 7)
+    assert torch.equal(padded_to_edges(idx), torch.stack([row.reshape(-1), idx.reshape(-1)]))
+    lengths = torch.randint(0, 8, (40, 1), generator=gen)
+    idx = torch.where(torch.arange(7) < lengths, idx, torch.full_like(idx, -1))  # -1 padding, as the kernels write
+    want = torch.stack([row[idx >= 0], idx[idx >= 0]])
+    assert torch.equal(padded_to_edges(idx), want)
+    mask = torch.rand(40, 7, generator=gen) < 0.5
+    assert torch.equal(padded_to_edges(idx, mask), torch.stack([row[mask], idx[mask]]))
+    assert padded_to_edges(idx[:0]).shape == (2, 0)
 
 
 def test_knn_graph_duplicates_keep_pyg_edge_count():

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from . import _ext
+from ._edges import padded_to_edges
 from ._reference import knn_reference, register_device_fallback
 from ._validation import batch_to_ptr, check_points, check_same, check_same_num_clouds
 
@@ -46,15 +47,6 @@ def _check_flag(value: bool, name: str) -> None:
 def _check_flow(flow: str) -> None:
     if flow not in ("source_to_target", "target_to_source"):
         raise ValueError(f"'flow' must be 'source_to_target' or 'target_to_source' (got {flow!r})")
-
-
-def _edges(idx: Tensor, mask: Optional[Tensor]) -> Tensor:
-    """``[2, E]`` (query row, neighbour) from padded ``(M, k)`` neighbours."""
-    num_queries, k = idx.shape
-    row = torch.arange(num_queries, device=idx.device).view(-1, 1).expand(num_queries, k)
-    if mask is None:
-        return torch.stack([row.reshape(-1), idx.reshape(-1)], dim=0)
-    return torch.stack([row[mask], idx[mask]], dim=0)
 
 
 def knn(
@@ -98,8 +90,7 @@ def knn(
     ptr_y = batch_to_ptr(batch_y, y.shape[0], y.device, "batch_y", batch_size)
     ptr_x, ptr_y = check_same_num_clouds(ptr_x, ptr_y)
     _, idx = torch.ops.pointcmt.knn(x.contiguous(), y.contiguous(), ptr_x, ptr_y, k, cosine)
-    one_full_cloud = batch_x is None and batch_y is None and isinstance(x.shape[0], int) and x.shape[0] >= k
-    return _edges(idx, None if one_full_cloud else idx >= 0)
+    return padded_to_edges(idx)
 
 
 def knn_graph(
@@ -141,10 +132,17 @@ def knn_graph(
     ptr = batch_to_ptr(batch, x.shape[0], x.device, "batch", batch_size)
     x = x.contiguous()
     _, idx = torch.ops.pointcmt.knn(x, x, ptr, ptr, k if loop else k + 1, cosine)
-    mask = idx >= 0
-    if not loop:
-        mask = mask & (idx != torch.arange(x.shape[0], device=x.device).view(-1, 1))
-    edge_index = _edges(idx, mask)
+    if loop:
+        edge_index = padded_to_edges(idx)
+    else:
+        own = torch.arange(x.shape[0], device=x.device).view(-1, 1)
+        if (not torch.compiler.is_compiling() and idx.shape[1] > 1
+                and bool(((idx[:, :1] == own) & (idx[:, -1:] >= 0)).all())):
+            # The usual case: every point is its own nearest and every row is
+            # full, so dropping the first column drops exactly the self-loops.
+            edge_index = padded_to_edges(idx[:, 1:].contiguous())
+        else:
+            edge_index = padded_to_edges(idx, (idx >= 0) & (idx != own))
     return edge_index.flip([0]) if flow == "source_to_target" else edge_index
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from . import _ext
+from ._edges import padded_to_edges
 from ._reference import radius_reference, register_device_fallback
 from ._validation import batch_to_ptr, check_points, check_same, check_same_num_clouds
 
@@ -55,12 +56,6 @@ def _check_max_num_neighbors(max_num_neighbors: Optional[int], ptr: Tensor) -> i
 def _check_flag(value: bool, name: str) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"'{name}' must be a bool (got {type(value).__name__})")
-
-
-def _edges(idx: Tensor, mask: Tensor) -> Tensor:
-    num_queries, width = idx.shape
-    row = torch.arange(num_queries, device=idx.device).view(-1, 1).expand(num_queries, width)
-    return torch.stack([row[mask], idx[mask]], dim=0)
 
 
 def radius(
@@ -102,7 +97,7 @@ def radius(
     ptr_x, ptr_y = check_same_num_clouds(ptr_x, ptr_y)
     max_num = _check_max_num_neighbors(max_num_neighbors, ptr_x)
     idx = torch.ops.pointcmt.radius(x.contiguous(), y.contiguous(), ptr_x, ptr_y, r, max_num)
-    return _edges(idx, idx >= 0)
+    return padded_to_edges(idx)
 
 
 def radius_graph(
@@ -153,5 +148,5 @@ def radius_graph(
         idx = torch.ops.pointcmt.radius(x, x, ptr, ptr, r, max_num + 1)
         mask = (idx >= 0) & (idx != torch.arange(x.shape[0], device=x.device).view(-1, 1))
         mask = mask & (torch.cumsum(mask.to(torch.int32), dim=1) <= max_num)
-    edge_index = _edges(idx, mask)
+    edge_index = padded_to_edges(idx, mask)
     return edge_index.flip([0]) if flow == "source_to_target" else edge_index
