@@ -237,6 +237,34 @@ def test_projections_only_when_sizes_differ():
     assert id(model.student_to_teacher.weight) in trainable
 
 
+def test_projection_term_teaches_the_teacher_to_student_map_only():
+    from pointcmt_pyg.nn.losses import label_smoothing_cross_entropy
+    torch.manual_seed(0)
+    batch = make_batch()
+    model = CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), StandInCMPG(8), w_proj=2.0)
+    out = model(batch)
+    assert set(out.losses) == {"ce", "feature", "classifier", "projection"}
+    assert torch.allclose(out.loss, sum(out.losses.values()))
+    # Its value: the label CE of the head on P_ts f_t.
+    with torch.no_grad():
+        f_t = model.teacher.features(batch.views)
+        want = 2.0 * label_smoothing_cross_entropy(
+            model.student.mlp(model.teacher_to_student(f_t)), batch.y, 0.2)
+    assert out.losses["projection"].item() == pytest.approx(want.item(), rel=1e-5)
+    # Its gradient reaches P_ts, never the head or the rest of the student.
+    model.zero_grad()
+    model(batch).losses["projection"].backward()
+    assert model.teacher_to_student.weight.grad.abs().sum() > 0
+    assert all(p.grad is None or not p.grad.any() for p in model.student.parameters())
+    # Off when asked, and when no projection exists (equal sizes: the official set-up).
+    assert "projection" not in CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), StandInCMPG(8),
+                                                   w_proj=0.0)(batch).losses
+    assert "projection" not in CrossModalDistiller(DataNet(dim=8), StandInTeacher(8),
+                                                   StandInCMPG(8))(batch).losses
+    with pytest.raises(ValueError, match="w_proj"):
+        CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), w_proj=-1.0)
+
+
 def _head_grads(model, batch):
     model.zero_grad()
     out = model(batch)
@@ -275,6 +303,28 @@ def test_detach_keeps_projection_learning():
                                 detach_head_teacher=True)
     model(make_batch()).losses["classifier"].backward()
     assert model.teacher_to_student.weight.grad.abs().sum() > 0
+
+
+def test_detach_teacher_logits_makes_the_kl_target_a_constant():
+    batch = make_batch()
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="w_proj > 0"):
+        CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), None, detach_teacher_logits=True)
+    model = CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), None,
+                                detach_teacher_logits=True, w_proj=1.0)
+    model(batch).losses["classifier"].backward()
+    # No gradient reaches P_ts through the KL (only the projection term trains it) ...
+    assert model.teacher_to_student.weight.grad is None
+    # ... and the head's gradient is that of the KL to a fixed target.
+    got = [p.grad.clone() for p in model.student.mlp.parameters()]
+    student = model.student
+    student.zero_grad()
+    with torch.no_grad():
+        f_t = model.teacher_to_student(model.teacher.features(batch.views))
+    f_s = global_max_pool(student.point(batch.pos), batch.batch)
+    classifier_enhancement_loss(student.mlp(f_s), student.mlp(f_t).detach()).backward()
+    for a, b in zip(got, (p.grad for p in student.mlp.parameters())):
+        assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_without_cmpg_feature_term_is_zero():

@@ -194,8 +194,20 @@ class CrossModalDistiller(nn.Module):
         label_smoothing (float): Official-style smoothing of the CE target.
             (default: ``0.2``)
         temperature (float): KL temperature :math:`T`. (default: ``1.0``)
+        w_proj (float): Weight of an extra term that exists only when ``P_ts``
+            does (feature sizes differ, which the official code never has):
+            the label cross-entropy of the head, its parameters detached, on
+            ``P_ts f_t``. It teaches ``P_ts`` to express the teacher feature in
+            the student's head space; without it ``P_ts`` learns from the KL
+            alone. Reported as ``losses["projection"]``. (default: ``0.0``)
         detach_head_teacher (bool): Keep the head's parameters out of the
             teacher branch's graph. (default: ``False``, official)
+        detach_teacher_logits (bool): Use ``h(P_ts f_t)`` as a constant KL
+            target: neither the head nor ``P_ts`` gets gradient from the KL
+            through the teacher branch (so ``P_ts`` then needs ``w_proj > 0``
+            to learn). This removes the KL's shortcut of shrinking the head's
+            logits until both predictions are uniform, measured on ModelNet10
+            (RESULTS.md). (default: ``False``, official)
         teacher_source (str): ``"cache"`` (require ``img_feat``), ``"views"``
             (run the teacher on ``views``) or ``"auto"`` (``img_feat`` when
             present, else ``views``). (default: ``"auto"``)
@@ -216,9 +228,11 @@ class CrossModalDistiller(nn.Module):
         head: Union[str, nn.Module, None] = None,
         w_fe: float = 30.0,
         w_ce: float = 9.6,
+        w_proj: float = 0.0,
         label_smoothing: float = 0.2,
         temperature: float = 1.0,
         detach_head_teacher: bool = False,
+        detach_teacher_logits: bool = False,
         teacher_source: str = "auto",
         normalize_points: bool = True,
         student_dim: Optional[int] = None,
@@ -236,7 +250,7 @@ class CrossModalDistiller(nn.Module):
                                 f"(got {getattr(teacher, 'feat_dim', None)!r})")
         if cmpg is not None and not isinstance(cmpg, nn.Module):
             raise TypeError(f"cmpg must be an nn.Module or None, got {type(cmpg).__name__}")
-        for name, value in (("w_fe", w_fe), ("w_ce", w_ce)):
+        for name, value in (("w_fe", w_fe), ("w_ce", w_ce), ("w_proj", w_proj)):
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
@@ -295,11 +309,18 @@ class CrossModalDistiller(nn.Module):
         self.teacher_to_student: Optional[nn.Linear] = (
             nn.Linear(self.teacher_dim, self.student_dim) if differ and w_ce > 0 else None)
 
+        if self.teacher_to_student is not None and detach_teacher_logits and not w_proj > 0:
+            raise ValueError(
+                f"detach_teacher_logits=True with feature sizes {self.student_dim} (student) and "
+                f"{self.teacher_dim} (teacher) would leave the teacher_to_student projection "
+                "untrained (the KL no longer reaches it); set w_proj > 0 (e.g. 1.0)")
         self.w_fe = float(w_fe)
         self.w_ce = float(w_ce)
+        self.w_proj = float(w_proj)
         self.label_smoothing = float(label_smoothing)
         self.temperature = float(temperature)
         self.detach_head_teacher = bool(detach_head_teacher)
+        self.detach_teacher_logits = bool(detach_teacher_logits)
         self.teacher_source = teacher_source
         self.normalize_points = bool(normalize_points)
 
@@ -371,6 +392,8 @@ class CrossModalDistiller(nn.Module):
                 raise ValueError(
                     f"the head {self.head_name!r} gives {tuple(teacher_logits.shape)} on the "
                     f"teacher feature but {tuple(head_logits.shape)} on the student's")
+            if self.detach_teacher_logits:
+                teacher_logits = teacher_logits.detach()
             classifier = classifier_enhancement_loss(head_logits, teacher_logits,
                                                      weight=self.w_ce,
                                                      temperature=self.temperature)
@@ -378,7 +401,13 @@ class CrossModalDistiller(nn.Module):
             classifier = logits.new_zeros(())
 
         losses = {"ce": ce, "feature": feature, "classifier": classifier}
-        return DistillerOutput(logits=logits, loss=ce + feature + classifier, losses=losses)
+        if self.teacher_to_student is not None and self.w_ce > 0 and self.w_proj > 0:
+            # Teach P_ts to express the teacher feature in the student's head
+            # space: the label CE of the frozen head on P_ts f_t.
+            anchor_logits = self._head_on(f_t_s, detach=True)
+            losses["projection"] = self.w_proj * label_smoothing_cross_entropy(
+                anchor_logits, target, self.label_smoothing)
+        return DistillerOutput(logits=logits, loss=sum(losses.values()), losses=losses)
 
     # ---------------------------------------------------------------- helpers
     def _student_forward(self, args: tuple, kwargs: dict) -> Tuple[Tensor, Tensor, Tensor]:
@@ -486,8 +515,8 @@ class CrossModalDistiller(nn.Module):
                              f"[{num}, {self.teacher_dim}]")
         return f_t.detach().to(dtype=f_s.dtype)
 
-    def _head_on(self, feature: Tensor) -> Tensor:
-        if not self.detach_head_teacher:
+    def _head_on(self, feature: Tensor, detach: bool = False) -> Tensor:
+        if not (detach or self.detach_head_teacher):
             return self._head(feature)
         params = {n: p.detach() for n, p in self._head.named_parameters()}
         return functional_call(self._head, params, (feature,))
@@ -495,8 +524,10 @@ class CrossModalDistiller(nn.Module):
     def extra_repr(self) -> str:
         return (f"head={self.head_name!r}, student_dim={self.student_dim}, "
                 f"teacher_dim={self.teacher_dim}, w_fe={self.w_fe}, w_ce={self.w_ce}, "
+                f"w_proj={self.w_proj}, "
                 f"label_smoothing={self.label_smoothing}, temperature={self.temperature}, "
                 f"detach_head_teacher={self.detach_head_teacher}, "
+                f"detach_teacher_logits={self.detach_teacher_logits}, "
                 f"teacher_source={self.teacher_source!r}")
 
 

@@ -1,0 +1,129 @@
+"""Ablations of stage III of PointCMT on a finished pipeline run.
+
+Reuses the teacher feature cache and the CMPG of a run directory written by
+``examples/modelnet40.py`` (same data, split, seed and student budget from its
+``config.json``) and trains one student per variant, each a
+:class:`~pointcmt_pyg.nn.CrossModalDistiller` with other arguments (or the
+plain baseline), then reports validation and test accuracy side by side::
+
+    python bench/ablate_pointcmt.py runs/mn10_pointnet2 \\
+        --variant baseline:plain=1 \\
+        --variant official:w_fe=30,w_ce=9.6 \\
+        --variant kl_only:w_fe=0 --variant fe_only:w_ce=0 \\
+        --variant last_linear:head=mlp.lins.2
+
+A variant is ``name:key=value,...``; keys are ``CrossModalDistiller``
+arguments (``w_fe``, ``w_ce``, ``head``, ``temperature``,
+``detach_head_teacher``, ``normalize_points``, ``label_smoothing``), the
+``train_student`` arguments ``max_grad_norm``, ``weight_decay``, ``lr`` and
+``epochs``, and ``plain=1`` for the baseline. Results go to
+``<run>/ablation/<name>/`` and are appended to ``<run>/ablation/results.jsonl``.
+"""
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import torch
+from torch_geometric.loader import DataLoader
+
+from pointcmt_pyg.datasets import AttachImageFeatures, FeatureCache, train_val_split
+from pointcmt_pyg.models import get_model
+from pointcmt_pyg.nn import CrossModalDistiller, load_cmpg
+from pointcmt_pyg.pipeline import (PipelineConfig, _evaluate, _with_transform, load_data,
+                                   student_transforms)
+from pointcmt_pyg.train import seed_everything, train_student
+
+DISTILLER_KEYS = {"w_fe": float, "w_ce": float, "w_proj": float, "head": str, "temperature": float,
+                  "detach_head_teacher": lambda v: v.lower() in ("1", "true", "yes"),
+                  "detach_teacher_logits": lambda v: v.lower() in ("1", "true", "yes"),
+                  "normalize_points": lambda v: v.lower() in ("1", "true", "yes"),
+                  "label_smoothing": float}
+TRAIN_KEYS = {"max_grad_norm": float, "weight_decay": float, "lr": float, "epochs": int}
+
+
+def parse_variant(text: str) -> Tuple[str, Dict[str, Any], Dict[str, Any], bool]:
+    name, _, spec = text.partition(":")
+    if not name:
+        raise argparse.ArgumentTypeError(f"variant {text!r} has no name")
+    distiller: Dict[str, Any] = {}
+    train: Dict[str, Any] = {}
+    plain = False
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        if key == "plain":
+            plain = value.lower() in ("1", "true", "yes")
+        elif key in DISTILLER_KEYS:
+            distiller[key] = DISTILLER_KEYS[key](value)
+        elif key in TRAIN_KEYS:
+            train[key] = TRAIN_KEYS[key](value)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"variant {name!r}: unknown key {key!r}; known: plain, "
+                f"{', '.join(sorted({**DISTILLER_KEYS, **TRAIN_KEYS}))}")
+    return name, distiller, train, plain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a finished examples/modelnet40.py --out directory")
+    parser.add_argument("--variant", action="append", type=parse_variant, required=True,
+                        help="name:key=value,... (repeatable)")
+    parser.add_argument("--model", help="student model instead of the run's")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args()
+
+    known = {f for f in PipelineConfig.__dataclass_fields__}
+    saved = json.loads((args.run / "config.json").read_text())
+    cfg = PipelineConfig(**{k: v for k, v in saved.items() if k in known}).resolved()
+    if args.model:
+        cfg = dataclasses.replace(cfg, model=args.model)
+    full_train, test, classes, desc = load_data(cfg)
+    train, val = train_val_split(full_train, cfg.val_fraction, cfg.seed)
+    attach = AttachImageFeatures(FeatureCache.load(args.run / "teacher_features.pt"))
+    cmpg = load_cmpg(args.run / "cmpg" / "cmpg.pt")
+    val_s = _with_transform(val, student_transforms(False))
+    test_loader = (DataLoader(_with_transform(test, student_transforms(False)),
+                              batch_size=cfg.batch_size) if test is not None else None)
+    val_loader = DataLoader(val_s, batch_size=cfg.batch_size)
+    device = torch.device("cpu")
+    out_root = args.run / "ablation"
+    out_root.mkdir(exist_ok=True)
+    print(f"{desc}; {len(train)} train / {len(val)} val; {cfg.model}, {cfg.num_points} points, "
+          f"batch {cfg.batch_size}, {cfg.epochs} epochs unless a variant says otherwise")
+
+    for name, distiller_kw, train_kw, plain in args.variant:
+        seed_everything(cfg.seed)          # the same initial student for every variant
+        student = get_model(cfg.model, len(classes))
+        if plain:
+            model, train_s = student, _with_transform(train, student_transforms(True))
+        else:
+            kw = {"w_fe": cfg.w_fe, "w_ce": cfg.w_ce, **distiller_kw}
+            model = CrossModalDistiller(student, None, cmpg, teacher_source="cache",
+                                        teacher_dim=cmpg.in_dim, **kw)
+            train_s = _with_transform(train, student_transforms(True, [attach]))
+        t0 = time.time()
+        res = train_student(model, train_s, val_s, epochs=train_kw.pop("epochs", cfg.epochs),
+                            batch_size=cfg.batch_size, lr=train_kw.pop("lr", cfg.lr),
+                            out_dir=out_root / name, num_classes=len(classes), device=device,
+                            seed=cfg.seed, progress=not args.no_progress, **train_kw)
+        trained = res.model if plain else res.model.student
+        val_res = _evaluate(trained, val_loader, device, len(classes))
+        test_res = _evaluate(trained, test_loader, device, len(classes))
+        row = {"variant": name, "plain": plain, "distiller": distiller_kw, "train": train_kw,
+               "val_oa": val_res["oa"], "val_macc": val_res["macc"],
+               "test_oa": None if test_res is None else test_res["oa"],
+               "test_macc": None if test_res is None else test_res["macc"],
+               "best_epoch": res.history.best_epoch, "minutes": (time.time() - t0) / 60,
+               "val_oa_by_epoch": [r.get("val_oa") for r in res.history.to_dict()["records"]]}
+        with open(out_root / "results.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(f"== {name}: val OA {row['val_oa']:.4f}, test OA "
+              f"{'-' if row['test_oa'] is None else format(row['test_oa'], '.4f')} "
+              f"({row['minutes']:.1f} min; val OA by epoch {row['val_oa_by_epoch']})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
