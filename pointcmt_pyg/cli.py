@@ -148,6 +148,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--w-ce", type=float, default=d.w_ce,
                    help="classifier-enhancement weight, per-sample KL (default: %(default)s, "
                         "the official 0.3 x batch 32)")
+    _add_projection_arguments(p, d)
     p.add_argument("--only", choices=("baseline", "pointcmt"), default=None,
                    help="train only one of the two student runs")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
@@ -202,6 +203,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------- shared flags
+def _add_projection_arguments(p: argparse.ArgumentParser, d: Any) -> None:
+    p.add_argument("--w-proj", type=float, default=d.w_proj,
+                   help="when the student's feature size differs from the teacher's: weight of "
+                        "the label CE that trains the teacher-to-student projection")
+    p.add_argument("--detach-teacher-logits", action="store_true",
+                   help="use the head's prediction on the teacher feature as a constant KL "
+                        "target (needs --w-proj > 0 when the feature sizes differ)")
+
+
 def _add_data_arguments(p: argparse.ArgumentParser, d: Any, val: bool = True,
                         num_points_from_student: bool = False) -> None:
     g = p.add_argument_group("data (as `pointcmt-pyg run`; give every stage the same flags)")
@@ -598,6 +608,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     else:
         with _inputs():
             model = CrossModalDistiller(student, teacher, cmpg, w_fe=args.w_fe, w_ce=args.w_ce,
+                                        w_proj=args.w_proj,
+                                        detach_teacher_logits=args.detach_teacher_logits,
                                         teacher_source="cache", teacher_dim=cache.feat_dim)
         train_t = student_transforms(True, [AttachImageFeatures(cache)])
     _log(f"stage III: {cfg.model} {'baseline' if args.baseline else 'with PointCMT'} "
@@ -853,6 +865,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w-fe", type=float, default=d.w_fe, help="feature-enhancement weight")
     p.add_argument("--w-ce", type=float, default=d.w_ce,
                    help="classifier-enhancement weight (per-sample KL; official 0.3 x batch 32)")
+    _add_projection_arguments(p, d)
     p.add_argument("--out", default=None,
                    help=f"output directory (default: {RUN_DIR / 'pointcmt'}, or "
                         f"{RUN_DIR / 'baseline'} with --baseline)")

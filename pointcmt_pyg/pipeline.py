@@ -76,8 +76,8 @@ class PipelineConfig:
             Size of the embedded dataset.
         max_train (int, optional): Keep at most this many training shapes
             (a stratified, seeded subset; for quick runs).
-        w_fe, w_ce: PointCMT loss weights (see
-            :class:`~pointcmt_pyg.nn.CrossModalDistiller`).
+        w_fe, w_ce, w_proj, detach_teacher_logits: PointCMT loss weights and
+            options (see :class:`~pointcmt_pyg.nn.CrossModalDistiller`).
         device (str): ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
         out (str): Output directory.
         resume (bool): Reuse finished stages and continue interrupted ones.
@@ -109,6 +109,8 @@ class PipelineConfig:
     max_train: Optional[int] = None
     w_fe: float = 30.0
     w_ce: float = 9.6
+    w_proj: float = 0.0
+    detach_teacher_logits: bool = False
     device: str = "auto"
     out: str = "runs/modelnet40"
     resume: bool = False
@@ -146,6 +148,13 @@ class PipelineConfig:
             raise ValueError(f"up must be an axis 0, 1 or 2, got {cfg.up!r}")
         if not 0 < cfg.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction!r}")
+        if not cfg.w_proj >= 0:
+            raise ValueError(f"w_proj must be >= 0, got {cfg.w_proj!r}")
+        if cfg.detach_teacher_logits and not cfg.w_proj > 0:
+            # Checked here, before stages I and II run, rather than when the
+            # distiller is built (only then are the feature sizes known).
+            raise ValueError("detach_teacher_logits needs w_proj > 0 (it trains the "
+                             "teacher-to-student projection the KL no longer reaches)")
         if cfg.max_train is not None and cfg.max_train < 2:
             raise ValueError(f"max_train must be >= 2, got {cfg.max_train!r}")
         unknown = set(cfg.stages) - {"baseline", "pointcmt"}
@@ -547,6 +556,8 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
                 model, train_s = student, _with_transform(train, student_transforms(True))
             else:
                 model = CrossModalDistiller(student, teacher, cmpg, w_fe=cfg.w_fe, w_ce=cfg.w_ce,
+                                            w_proj=cfg.w_proj,
+                                            detach_teacher_logits=cfg.detach_teacher_logits,
                                             teacher_source="cache")
                 train_s = _with_transform(train, student_transforms(True, [attach]))
             log(f"stage III: {cfg.model} {'with PointCMT' if run == 'pointcmt' else 'baseline'}"
