@@ -185,10 +185,16 @@ def config_from_args(args: argparse.Namespace) -> Any:
     names = {f.name for f in dataclasses.fields(PipelineConfig)}
     kw: Dict[str, Any] = {k: v for k, v in vars(args).items() if k in names}
     kw["progress"] = not getattr(args, "no_progress", False)
+    if "detach_teacher_logits" in kw:
+        kw["detach_teacher_logits"] = _tri_state(kw["detach_teacher_logits"])
     only = getattr(args, "only", None)
     if only:
         kw["stages"] = (only,)
     return PipelineConfig(**kw)
+
+
+def _tri_state(value: str) -> Optional[bool]:
+    return {"auto": None, "yes": True, "no": False}[value]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -207,9 +213,11 @@ def _add_projection_arguments(p: argparse.ArgumentParser, d: Any) -> None:
     p.add_argument("--w-proj", type=float, default=d.w_proj,
                    help="when the student's feature size differs from the teacher's: weight of "
                         "the label CE that trains the teacher-to-student projection")
-    p.add_argument("--detach-teacher-logits", action="store_true",
+    p.add_argument("--detach-teacher-logits", choices=("auto", "yes", "no"), default="auto",
+                   type=str.lower,
                    help="use the head's prediction on the teacher feature as a constant KL "
-                        "target (needs --w-proj > 0 when the feature sizes differ)")
+                        "target; auto: yes when the feature sizes differ and --w-proj > 0, "
+                        "no (official) otherwise (default: auto)")
 
 
 def _add_data_arguments(p: argparse.ArgumentParser, d: Any, val: bool = True,
@@ -287,6 +295,8 @@ def _config(args: argparse.Namespace, **overrides: Any) -> Any:
         "epochs", "batch_size", "lr", "model", "out", "resume")}
     kw.update({k: v for k, v in overrides.items() if v is not None})
     kw["progress"] = not getattr(args, "no_progress", False)
+    if "detach_teacher_logits" in kw:
+        kw["detach_teacher_logits"] = _tri_state(kw["detach_teacher_logits"])
     with _inputs():
         return PipelineConfig(**kw).resolved()
 
@@ -609,7 +619,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         with _inputs():
             model = CrossModalDistiller(student, teacher, cmpg, w_fe=args.w_fe, w_ce=args.w_ce,
                                         w_proj=args.w_proj,
-                                        detach_teacher_logits=args.detach_teacher_logits,
+                                        detach_teacher_logits=_tri_state(
+                                            args.detach_teacher_logits),
                                         teacher_source="cache", teacher_dim=cache.feat_dim)
         train_t = student_transforms(True, [AttachImageFeatures(cache)])
     _log(f"stage III: {cfg.model} {'baseline' if args.baseline else 'with PointCMT'} "

@@ -109,8 +109,8 @@ class PipelineConfig:
     max_train: Optional[int] = None
     w_fe: float = 30.0
     w_ce: float = 9.6
-    w_proj: float = 0.0
-    detach_teacher_logits: bool = False
+    w_proj: float = 1.0
+    detach_teacher_logits: Optional[bool] = None
     device: str = "auto"
     out: str = "runs/modelnet40"
     resume: bool = False
@@ -150,7 +150,7 @@ class PipelineConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction!r}")
         if not cfg.w_proj >= 0:
             raise ValueError(f"w_proj must be >= 0, got {cfg.w_proj!r}")
-        if cfg.detach_teacher_logits and not cfg.w_proj > 0:
+        if cfg.detach_teacher_logits is True and not cfg.w_proj > 0:
             # Checked here, before stages I and II run, rather than when the
             # distiller is built (only then are the feature sizes known).
             raise ValueError("detach_teacher_logits needs w_proj > 0 (it trains the "

@@ -300,7 +300,7 @@ def test_detach_head_teacher_stops_head_grads_from_teacher_branch():
 
 def test_detach_keeps_projection_learning():
     model = CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), None,
-                                detach_head_teacher=True)
+                                detach_head_teacher=True, detach_teacher_logits=False)
     model(make_batch()).losses["classifier"].backward()
     assert model.teacher_to_student.weight.grad.abs().sum() > 0
 
@@ -309,9 +309,13 @@ def test_detach_teacher_logits_makes_the_kl_target_a_constant():
     batch = make_batch()
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="w_proj > 0"):
-        CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), None, detach_teacher_logits=True)
-    model = CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), None,
-                                detach_teacher_logits=True, w_proj=1.0)
+        CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), None, detach_teacher_logits=True,
+                            w_proj=0.0)
+    # The defaults when the feature sizes differ; the official ones when they are equal.
+    assert not CrossModalDistiller(DataNet(dim=8), StandInTeacher(8)).detach_teacher_logits
+    assert not CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), w_proj=0.0).detach_teacher_logits
+    model = CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), None)
+    assert model.detach_teacher_logits and model.w_proj == 1.0
     model(batch).losses["classifier"].backward()
     # No gradient reaches P_ts through the KL (only the projection term trains it) ...
     assert model.teacher_to_student.weight.grad is None

@@ -90,7 +90,7 @@ def test_example_script_prints_table(tmp_path):
     (dict(model="pointnet9"), "unknown model"),
     (dict(stages=("student",)), "stages"),
     (dict(w_proj=-1.0), "w_proj"),
-    (dict(detach_teacher_logits=True), "w_proj > 0"),
+    (dict(detach_teacher_logits=True, w_proj=0.0), "w_proj > 0"),
 ])
 def test_pipeline_rejects_bad_settings(change, match):
     with pytest.raises(ValueError, match=match):

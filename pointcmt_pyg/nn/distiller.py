@@ -160,12 +160,27 @@ class CrossModalDistiller(nn.Module):
       a per-sample mean. As in the official code the head also gets gradient
       through the teacher branch; ``detach_head_teacher=True`` stops that
       (the projection ``P_ts`` still learns).
+    * ``projection`` (only with ``P_ts`` and ``w_proj > 0``): label CE of the
+      head, its parameters detached, on ``P_ts f_t``.
 
     ``P_st`` / ``P_ts`` are learnable ``nn.Linear`` maps (attributes
     ``student_to_teacher`` / ``teacher_to_student``) created only when the
     student's feature size differs from the teacher's (and the term using each
     is on); otherwise ``None`` (identity). Give them to the optimizer:
     :meth:`trainable_parameters` holds the student's and theirs.
+
+    Feature sizes that differ are not an official set-up (the official
+    PointNet++ feeds a 512-d feature to a linear head, the size of ResNet-18's
+    image feature), and there the official KL collapses: trained only through
+    the KL, ``P_ts f_t`` carries no class information, and the KL is cheapest
+    to satisfy by shrinking the shared head's logits until both predictions
+    are uniform (measured on ModelNet10 with PyG's PointNet++, whose head takes
+    1024 features: logit spread 0.15, prediction entropy 2.29 of at most
+    2.30, see RESULTS.md). So when ``P_ts`` exists the defaults are
+    ``detach_teacher_logits=True`` and ``w_proj=1``: ``P_ts`` learns to express
+    the teacher feature in the head's space from the labels, and the KL pulls
+    the student towards that prediction as a fixed target. With equal sizes
+    the defaults are exactly the official loss.
 
     In eval mode, or without labels, the forward is exactly
     ``self.student(...)``: no hooks, no teacher, no CMPG, the same output bit
@@ -198,16 +213,15 @@ class CrossModalDistiller(nn.Module):
             does (feature sizes differ, which the official code never has):
             the label cross-entropy of the head, its parameters detached, on
             ``P_ts f_t``. It teaches ``P_ts`` to express the teacher feature in
-            the student's head space; without it ``P_ts`` learns from the KL
-            alone. Reported as ``losses["projection"]``. (default: ``0.0``)
+            the student's head space; with ``0`` ``P_ts`` learns from the KL
+            alone. Reported as ``losses["projection"]``. (default: ``1.0``)
         detach_head_teacher (bool): Keep the head's parameters out of the
             teacher branch's graph. (default: ``False``, official)
-        detach_teacher_logits (bool): Use ``h(P_ts f_t)`` as a constant KL
-            target: neither the head nor ``P_ts`` gets gradient from the KL
-            through the teacher branch (so ``P_ts`` then needs ``w_proj > 0``
-            to learn). This removes the KL's shortcut of shrinking the head's
-            logits until both predictions are uniform, measured on ModelNet10
-            (RESULTS.md). (default: ``False``, official)
+        detach_teacher_logits (bool, optional): Use ``h(P_ts f_t)`` as a
+            constant KL target: neither the head nor ``P_ts`` gets gradient
+            from the KL through the teacher branch (so ``P_ts`` then needs
+            ``w_proj > 0`` to learn). ``None``: ``True`` when ``P_ts`` exists
+            and ``w_proj > 0``, else ``False`` (official). (default: ``None``)
         teacher_source (str): ``"cache"`` (require ``img_feat``), ``"views"``
             (run the teacher on ``views``) or ``"auto"`` (``img_feat`` when
             present, else ``views``). (default: ``"auto"``)
@@ -228,11 +242,11 @@ class CrossModalDistiller(nn.Module):
         head: Union[str, nn.Module, None] = None,
         w_fe: float = 30.0,
         w_ce: float = 9.6,
-        w_proj: float = 0.0,
+        w_proj: float = 1.0,
         label_smoothing: float = 0.2,
         temperature: float = 1.0,
         detach_head_teacher: bool = False,
-        detach_teacher_logits: bool = False,
+        detach_teacher_logits: Optional[bool] = None,
         teacher_source: str = "auto",
         normalize_points: bool = True,
         student_dim: Optional[int] = None,
@@ -309,6 +323,8 @@ class CrossModalDistiller(nn.Module):
         self.teacher_to_student: Optional[nn.Linear] = (
             nn.Linear(self.teacher_dim, self.student_dim) if differ and w_ce > 0 else None)
 
+        if detach_teacher_logits is None:
+            detach_teacher_logits = self.teacher_to_student is not None and w_proj > 0
         if self.teacher_to_student is not None and detach_teacher_logits and not w_proj > 0:
             raise ValueError(
                 f"detach_teacher_logits=True with feature sizes {self.student_dim} (student) and "
