@@ -135,7 +135,10 @@ def main(argv=None) -> int:
     # -----------------------------------------------------------------------
     # 4. The three lines. The distiller freezes teacher and CMPG, and adds
     #    learnable projections because MyPointNet's feature (256) is not the
-    #    teacher's (512); trainable_parameters() = your model's + theirs.
+    #    teacher's (512); trainable_parameters() = your model's + theirs. With
+    #    a projection, a fourth term ("projection": your detached head's label
+    #    CE on the projected teacher feature) trains it, and the KL treats the
+    #    head's prediction on it as a fixed target (see RESULTS.md for why).
     # -----------------------------------------------------------------------
     net = MyPointNet(args.classes)
     model = CrossModalDistiller(net, teacher, cmpg)
