@@ -218,6 +218,9 @@ def _add_projection_arguments(p: argparse.ArgumentParser, d: Any) -> None:
                    help="use the head's prediction on the teacher feature as a constant KL "
                         "target; auto: yes when the feature sizes differ and --w-proj > 0, "
                         "no (official) otherwise (default: auto)")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
+                   help="ramp --w-fe and --w-ce from 0 over this many student epochs "
+                        "(default: %(default)s, official: none)")
 
 
 def _add_data_arguments(p: argparse.ArgumentParser, d: Any, val: bool = True,
@@ -575,7 +578,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     from .datasets import AttachImageFeatures
     from .models import get_model
     from .nn import CrossModalDistiller
-    from .pipeline import student_transforms
+    from .pipeline import student_transforms, warmup_steps
     from .train import seed_everything, train_student
     cfg = _config(args, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                   lr=args.lr)
@@ -621,6 +624,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
                                         w_proj=args.w_proj,
                                         detach_teacher_logits=_tri_state(
                                             args.detach_teacher_logits),
+                                        warmup_steps=warmup_steps(args.warmup_epochs, len(train),
+                                                                  cfg.batch_size),
                                         teacher_source="cache", teacher_dim=cache.feat_dim)
         train_t = student_transforms(True, [AttachImageFeatures(cache)])
     _log(f"stage III: {cfg.model} {'baseline' if args.baseline else 'with PointCMT'} "

@@ -27,6 +27,7 @@ Example:
 """
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -78,6 +79,8 @@ class PipelineConfig:
             (a stratified, seeded subset; for quick runs).
         w_fe, w_ce, w_proj, detach_teacher_logits: PointCMT loss weights and
             options (see :class:`~pointcmt_pyg.nn.CrossModalDistiller`).
+        warmup_epochs (float): Ramp ``w_fe`` and ``w_ce`` from 0 over this many
+            epochs of the PointCMT student (``0``: official, none).
         device (str): ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
         out (str): Output directory.
         resume (bool): Reuse finished stages and continue interrupted ones.
@@ -111,6 +114,7 @@ class PipelineConfig:
     w_ce: float = 9.6
     w_proj: float = 1.0
     detach_teacher_logits: Optional[bool] = None
+    warmup_epochs: float = 0.0
     device: str = "auto"
     out: str = "runs/modelnet40"
     resume: bool = False
@@ -148,6 +152,8 @@ class PipelineConfig:
             raise ValueError(f"up must be an axis 0, 1 or 2, got {cfg.up!r}")
         if not 0 < cfg.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction!r}")
+        if not cfg.warmup_epochs >= 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {cfg.warmup_epochs!r}")
         if not cfg.w_proj >= 0:
             raise ValueError(f"w_proj must be >= 0, got {cfg.w_proj!r}")
         if cfg.detach_teacher_logits is True and not cfg.w_proj > 0:
@@ -214,6 +220,14 @@ def _modelnet_name(root: Path) -> str:
             if classes:
                 return "40" if len(classes) > 10 else "10"
     return "10"
+
+
+def warmup_steps(epochs: float, num_train: int, batch_size: int) -> int:
+    r"""Training forwards in ``epochs`` epochs of ``num_train`` shapes at
+    ``batch_size`` per process (the distiller counts its own forwards)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    per_epoch = math.ceil(num_train / max(1, world) / batch_size)
+    return int(round(epochs * per_epoch))
 
 
 def load_data(cfg: PipelineConfig) -> Tuple[Any, Optional[Any], List[str], str]:
@@ -558,6 +572,8 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
                 model = CrossModalDistiller(student, teacher, cmpg, w_fe=cfg.w_fe, w_ce=cfg.w_ce,
                                             w_proj=cfg.w_proj,
                                             detach_teacher_logits=cfg.detach_teacher_logits,
+                                            warmup_steps=warmup_steps(cfg.warmup_epochs, len(train),
+                                                                      cfg.batch_size),
                                             teacher_source="cache")
                 train_s = _with_transform(train, student_transforms(True, [attach]))
             log(f"stage III: {cfg.model} {'with PointCMT' if run == 'pointcmt' else 'baseline'}"

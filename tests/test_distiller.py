@@ -331,6 +331,37 @@ def test_detach_teacher_logits_makes_the_kl_target_a_constant():
         assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_warmup_ramps_both_enhancement_weights_and_resumes_from_state_dict():
+    batch = make_batch()
+    torch.manual_seed(0)
+    full = CrossModalDistiller(DataNet(), StandInTeacher(), StandInCMPG())
+    torch.manual_seed(0)
+    ramped = CrossModalDistiller(DataNet(), StandInTeacher(), StandInCMPG(), warmup_steps=4)
+    ramped.load_state_dict({**full.state_dict(), "num_steps": torch.tensor(0)})
+    seen = []
+    for step in range(6):
+        torch.manual_seed(step)                   # the same CMPG dropout in both
+        want = full(batch).losses
+        torch.manual_seed(step)
+        factor = ramped.warmup_factor()
+        got = ramped(batch).losses
+        seen.append(factor)
+        assert got["ce"].item() == pytest.approx(want["ce"].item(), rel=1e-6)
+        for term in ("feature", "classifier"):
+            assert got[term].item() == pytest.approx(factor * want[term].item(), rel=1e-5, abs=1e-7)
+    assert seen == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert int(ramped.num_steps) == 6
+    # Eval forwards do not count; the count travels in the state_dict (resume).
+    ramped.eval()
+    ramped(batch)
+    assert int(ramped.num_steps) == 6
+    restored = CrossModalDistiller(DataNet(), StandInTeacher(), StandInCMPG(), warmup_steps=8)
+    restored.load_state_dict(ramped.state_dict())
+    assert restored.warmup_factor() == 0.75
+    with pytest.raises(ValueError, match="warmup_steps"):
+        CrossModalDistiller(DataNet(), StandInTeacher(), warmup_steps=-1)
+
+
 def test_without_cmpg_feature_term_is_zero():
     model = CrossModalDistiller(DataNet(), StandInTeacher(), None)
     out = model(make_batch())

@@ -91,10 +91,21 @@ def test_example_script_prints_table(tmp_path):
     (dict(stages=("student",)), "stages"),
     (dict(w_proj=-1.0), "w_proj"),
     (dict(detach_teacher_logits=True, w_proj=0.0), "w_proj > 0"),
+    (dict(warmup_epochs=-1.0), "warmup_epochs"),
 ])
 def test_pipeline_rejects_bad_settings(change, match):
     with pytest.raises(ValueError, match=match):
         PipelineConfig(**{**TINY, **change}).resolved()
+
+
+def test_warmup_epochs_to_steps(monkeypatch):
+    from pointcmt_pyg.pipeline import warmup_steps
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert warmup_steps(0.0, 270, 16) == 0
+    assert warmup_steps(2.0, 270, 16) == 34          # 17 batches per epoch (the last one short)
+    assert warmup_steps(0.5, 270, 16) == 8           # round(8.5) to even
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert warmup_steps(1.0, 270, 16) == 9           # each of 2 ranks sees 135 shapes
 
 
 def test_pipeline_missing_data_dir(tmp_path):

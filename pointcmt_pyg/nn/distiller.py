@@ -227,6 +227,11 @@ class CrossModalDistiller(nn.Module):
             present, else ``views``). (default: ``"auto"``)
         normalize_points (bool): Normalise both generated clouds by their
             bounding box before the EMD, as the official code. (default: ``True``)
+        warmup_steps (int): Ramp ``w_fe`` and ``w_ce`` linearly from ``0`` over
+            this many training forwards (counted in the buffer ``num_steps``,
+            so a resumed checkpoint continues the ramp; with gradient
+            accumulation each micro-batch counts). ``0``: the full weights
+            from the start, as the official code. (default: ``0``)
         student_dim (int, optional): The student's feature size, when it cannot
             be read off the head (e.g. a lazy or custom head).
         teacher_dim (int, optional): The teacher's feature size, when neither
@@ -249,6 +254,7 @@ class CrossModalDistiller(nn.Module):
         detach_teacher_logits: Optional[bool] = None,
         teacher_source: str = "auto",
         normalize_points: bool = True,
+        warmup_steps: int = 0,
         student_dim: Optional[int] = None,
         teacher_dim: Optional[int] = None,
     ) -> None:
@@ -339,6 +345,11 @@ class CrossModalDistiller(nn.Module):
         self.detach_teacher_logits = bool(detach_teacher_logits)
         self.teacher_source = teacher_source
         self.normalize_points = bool(normalize_points)
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+        self.warmup_steps = warmup_steps
+        # Training forwards seen so far; a buffer, so checkpoints resume the ramp.
+        self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> "CrossModalDistiller":
@@ -388,6 +399,8 @@ class CrossModalDistiller(nn.Module):
         if not self.training or y is None:
             return DistillerOutput(logits=self.student(*args, **kwargs))
 
+        ramp = self.warmup_factor()
+        self.num_steps += 1
         logits, f_s, head_logits = self._student_forward(args, kwargs)
         target = self._check_labels(y, logits)
         f_t = self._teacher_features(img_feat, views, f_s)
@@ -396,7 +409,7 @@ class CrossModalDistiller(nn.Module):
 
         if self.cmpg is not None and self.w_fe > 0:
             f_s_t = f_s if self.student_to_teacher is None else self.student_to_teacher(f_s)
-            feature = feature_enhancement_loss(f_s_t, f_t, self.cmpg, weight=self.w_fe,
+            feature = feature_enhancement_loss(f_s_t, f_t, self.cmpg, weight=self.w_fe * ramp,
                                                normalize_points=self.normalize_points)
         else:
             feature = logits.new_zeros(())
@@ -411,7 +424,7 @@ class CrossModalDistiller(nn.Module):
             if self.detach_teacher_logits:
                 teacher_logits = teacher_logits.detach()
             classifier = classifier_enhancement_loss(head_logits, teacher_logits,
-                                                     weight=self.w_ce,
+                                                     weight=self.w_ce * ramp,
                                                      temperature=self.temperature)
         else:
             classifier = logits.new_zeros(())
@@ -424,6 +437,13 @@ class CrossModalDistiller(nn.Module):
             losses["projection"] = self.w_proj * label_smoothing_cross_entropy(
                 anchor_logits, target, self.label_smoothing)
         return DistillerOutput(logits=logits, loss=sum(losses.values()), losses=losses)
+
+    def warmup_factor(self) -> float:
+        r"""The factor on ``w_fe`` and ``w_ce`` for the next training forward:
+        ``min(1, num_steps / warmup_steps)`` (``1`` without warm-up)."""
+        if self.warmup_steps <= 0:
+            return 1.0
+        return min(1.0, int(self.num_steps) / self.warmup_steps)
 
     # ---------------------------------------------------------------- helpers
     def _student_forward(self, args: tuple, kwargs: dict) -> Tuple[Tensor, Tensor, Tensor]:
