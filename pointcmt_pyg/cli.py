@@ -148,7 +148,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--w-ce", type=float, default=d.w_ce,
                    help="classifier-enhancement weight, per-sample KL (default: %(default)s, "
                         "the official 0.3 x batch 32)")
-    _add_projection_arguments(p, d)
+    _add_distiller_arguments(p, d)
     p.add_argument("--only", choices=("baseline", "pointcmt"), default=None,
                    help="train only one of the two student runs")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
@@ -209,7 +209,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------- shared flags
-def _add_projection_arguments(p: argparse.ArgumentParser, d: Any) -> None:
+def _add_distiller_arguments(p: argparse.ArgumentParser, d: Any) -> None:
     p.add_argument("--w-proj", type=float, default=d.w_proj,
                    help="when the student's feature size differs from the teacher's: weight of "
                         "the label CE that trains the teacher-to-student projection")
@@ -881,7 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w-fe", type=float, default=d.w_fe, help="feature-enhancement weight")
     p.add_argument("--w-ce", type=float, default=d.w_ce,
                    help="classifier-enhancement weight (per-sample KL; official 0.3 x batch 32)")
-    _add_projection_arguments(p, d)
+    _add_distiller_arguments(p, d)
     p.add_argument("--out", default=None,
                    help=f"output directory (default: {RUN_DIR / 'pointcmt'}, or "
                         f"{RUN_DIR / 'baseline'} with --baseline)")

@@ -400,7 +400,6 @@ class CrossModalDistiller(nn.Module):
             return DistillerOutput(logits=self.student(*args, **kwargs))
 
         ramp = self.warmup_factor()
-        self.num_steps += 1
         logits, f_s, head_logits = self._student_forward(args, kwargs)
         target = self._check_labels(y, logits)
         f_t = self._teacher_features(img_feat, views, f_s)
@@ -436,6 +435,7 @@ class CrossModalDistiller(nn.Module):
             anchor_logits = self._head_on(f_t_s, detach=True)
             losses["projection"] = self.w_proj * label_smoothing_cross_entropy(
                 anchor_logits, target, self.label_smoothing)
+        self.num_steps += 1                     # only forwards that produced a loss count
         return DistillerOutput(logits=logits, loss=sum(losses.values()), losses=losses)
 
     def warmup_factor(self) -> float:
