@@ -31,17 +31,19 @@ from torch_geometric.loader import DataLoader
 
 from pointcmt_pyg.datasets import AttachImageFeatures, FeatureCache, train_val_split
 from pointcmt_pyg.models import get_model
-from pointcmt_pyg.nn import CrossModalDistiller, load_cmpg
+from pointcmt_pyg.nn import CrossModalDistiller, load_cmpg, load_teacher
+from pointcmt_pyg.nn.recipes import DEFAULT_RECIPE, get_recipe
 from pointcmt_pyg.pipeline import (PipelineConfig, _evaluate, _with_transform, load_data,
-                                   student_transforms)
+                                   student_transforms, warmup_steps)
 from pointcmt_pyg.train import seed_everything, train_student
 
-DISTILLER_KEYS = {"w_fe": float, "w_ce": float, "w_proj": float, "head": str, "temperature": float,
+DISTILLER_KEYS = {"recipe": str, "w_kd": float, "w_fe": float, "w_ce": float, "w_proj": float, "head": str, "temperature": float,
                   "detach_head_teacher": lambda v: v.lower() in ("1", "true", "yes"),
                   "detach_teacher_logits": lambda v: v.lower() in ("1", "true", "yes"),
                   "normalize_points": lambda v: v.lower() in ("1", "true", "yes"),
                   "label_smoothing": float}
-TRAIN_KEYS = {"max_grad_norm": float, "weight_decay": float, "lr": float, "epochs": int}
+TRAIN_KEYS = {"max_grad_norm": float, "weight_decay": float, "lr": float, "epochs": int,
+              "warmup_fraction": float}
 
 
 def parse_variant(text: str) -> Tuple[str, Dict[str, Any], Dict[str, Any], bool]:
@@ -72,6 +74,9 @@ def main() -> None:
     parser.add_argument("--variant", action="append", type=parse_variant, required=True,
                         help="name:key=value,... (repeatable)")
     parser.add_argument("--model", help="student model instead of the run's")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the student's initialisation and shuffling (default: the "
+                             "run's); the validation carve, teacher and CMPG stay the run's")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
@@ -82,8 +87,12 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, model=args.model)
     full_train, test, classes, desc = load_data(cfg)
     train, val = train_val_split(full_train, cfg.val_fraction, cfg.seed)
-    attach = AttachImageFeatures(FeatureCache.load(args.run / "teacher_features.pt"))
-    cmpg = load_cmpg(args.run / "cmpg" / "cmpg.pt")
+    seed = cfg.seed if args.seed is None else args.seed
+    needs_teacher = any(not plain for _, _, _, plain in args.variant)
+    attach = (AttachImageFeatures(FeatureCache.load(args.run / "teacher_features.pt"))
+              if needs_teacher else None)
+    cmpg = load_cmpg(args.run / "cmpg" / "cmpg.pt") if needs_teacher else None
+    teacher = load_teacher(args.run / "teacher" / "teacher.pt") if needs_teacher else None
     val_s = _with_transform(val, student_transforms(False))
     test_loader = (DataLoader(_with_transform(test, student_transforms(False)),
                               batch_size=cfg.batch_size) if test is not None else None)
@@ -95,24 +104,28 @@ def main() -> None:
           f"batch {cfg.batch_size}, {cfg.epochs} epochs unless a variant says otherwise")
 
     for name, distiller_kw, train_kw, plain in args.variant:
-        seed_everything(cfg.seed)          # the same initial student for every variant
+        seed_everything(seed)              # the same initial student for every variant
         student = get_model(cfg.model, len(classes))
         if plain:
             model, train_s = student, _with_transform(train, student_transforms(True))
         else:
-            kw = {"w_fe": cfg.w_fe, "w_ce": cfg.w_ce, **distiller_kw}
-            model = CrossModalDistiller(student, None, cmpg, teacher_source="cache",
-                                        teacher_dim=cmpg.in_dim, **kw)
+            epochs = train_kw.get("epochs", cfg.epochs)
+            recipe = get_recipe(distiller_kw.get("recipe", DEFAULT_RECIPE))
+            fraction = train_kw.pop("warmup_fraction", recipe.warmup_fraction)
+            model = CrossModalDistiller(student, teacher, cmpg, teacher_source="cache",
+                                        warmup_steps=warmup_steps(fraction * epochs, len(train),
+                                                                  cfg.batch_size),
+                                        **distiller_kw)
             train_s = _with_transform(train, student_transforms(True, [attach]))
         t0 = time.time()
         res = train_student(model, train_s, val_s, epochs=train_kw.pop("epochs", cfg.epochs),
                             batch_size=cfg.batch_size, lr=train_kw.pop("lr", cfg.lr),
-                            out_dir=out_root / name, num_classes=len(classes), device=device,
-                            seed=cfg.seed, progress=not args.no_progress, **train_kw)
+                            out_dir=out_root / f"{name}_s{seed}", num_classes=len(classes), device=device,
+                            seed=seed, progress=not args.no_progress, **train_kw)
         trained = res.model if plain else res.model.student
         val_res = _evaluate(trained, val_loader, device, len(classes))
         test_res = _evaluate(trained, test_loader, device, len(classes))
-        row = {"variant": name, "plain": plain, "distiller": distiller_kw, "train": train_kw,
+        row = {"variant": name, "seed": seed, "plain": plain, "distiller": distiller_kw, "train": train_kw,
                "val_oa": val_res["oa"], "val_macc": val_res["macc"],
                "test_oa": None if test_res is None else test_res["oa"],
                "test_macc": None if test_res is None else test_res["macc"],

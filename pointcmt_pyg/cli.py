@@ -131,6 +131,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                         "1 = y (ScanObjectNN, ModelNet normal_resampled) (default: %(default)s)")
     p.add_argument("--backbone", default=d.backbone,
                    help="torchvision ResNet of the teacher (default: %(default)s)")
+    p.add_argument("--teacher-points", type=int, default=d.teacher_points,
+                   help="points the teacher's views are projected from when the data has no "
+                        "meshes (default: every stored point, more than the student's --num-points)")
     p.add_argument("--cmpg-points", type=int, default=d.cmpg_points,
                    help="points the CMPG generates (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,
@@ -143,11 +146,6 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                    help="embedded dataset: test shapes per class (default: %(default)s)")
     p.add_argument("--synthetic-classes", type=int, default=d.synthetic_classes,
                    help="embedded dataset: number of classes, at most 16 (default: %(default)s)")
-    p.add_argument("--w-fe", type=float, default=d.w_fe,
-                   help="feature-enhancement weight (default: %(default)s)")
-    p.add_argument("--w-ce", type=float, default=d.w_ce,
-                   help="classifier-enhancement weight, per-sample KL (default: %(default)s, "
-                        "the official 0.3 x batch 32)")
     _add_distiller_arguments(p, d)
     p.add_argument("--only", choices=("baseline", "pointcmt"), default=None,
                    help="train only one of the two student runs")
@@ -210,7 +208,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------- shared flags
 def _add_distiller_arguments(p: argparse.ArgumentParser, d: Any) -> None:
-    p.add_argument("--w-proj", type=float, default=d.w_proj,
+    from .nn.recipes import RECIPES
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=d.recipe,
+                   help="stage-III loss recipe: balanced (default, chosen on validation: "
+                        "Hinton KD T=4 + feature enhancement w_fe 3 with warm-up), official "
+                        "(the exact official loss: w_fe 30, w_ce 9.6, T 1) or kd (plain "
+                        "Hinton KD); the flags below override single settings")
+    p.add_argument("--w-fe", type=float, default=None,
+                   help="feature-enhancement weight (default: the recipe's; official 30)")
+    p.add_argument("--w-ce", type=float, default=None,
+                   help="classifier-enhancement weight, per-sample KL (default: the recipe's; "
+                        "official 9.6 = 0.3 x batch 32)")
+    p.add_argument("--w-kd", type=float, default=None,
+                   help="Hinton KD weight, from the teacher's own classifier (default: the "
+                        "recipe's; official 0)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="temperature of the KL terms (default: the recipe's; official 1)")
+    p.add_argument("--w-proj", type=float, default=None,
                    help="when the student's feature size differs from the teacher's: weight of "
                         "the label CE that trains the teacher-to-student projection")
     p.add_argument("--detach-teacher-logits", choices=("auto", "yes", "no"), default="auto",
@@ -218,9 +232,9 @@ def _add_distiller_arguments(p: argparse.ArgumentParser, d: Any) -> None:
                    help="use the head's prediction on the teacher feature as a constant KL "
                         "target; auto: yes when the feature sizes differ and --w-proj > 0, "
                         "no (official) otherwise (default: auto)")
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
+    p.add_argument("--warmup-epochs", type=float, default=None,
                    help="ramp --w-fe and --w-ce from 0 over this many student epochs "
-                        "(default: %(default)s, official: none)")
+                        "(default: the recipe's share of --epochs; official: none)")
 
 
 def _add_data_arguments(p: argparse.ArgumentParser, d: Any, val: bool = True,
@@ -578,7 +592,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     from .datasets import AttachImageFeatures
     from .models import get_model
     from .nn import CrossModalDistiller
-    from .pipeline import student_transforms, warmup_steps
+    from .pipeline import distiller_kwargs, student_transforms
     from .train import seed_everything, train_student
     cfg = _config(args, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                   lr=args.lr)
@@ -620,13 +634,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         model, train_t = student, student_transforms(True)
     else:
         with _inputs():
-            model = CrossModalDistiller(student, teacher, cmpg, w_fe=args.w_fe, w_ce=args.w_ce,
-                                        w_proj=args.w_proj,
-                                        detach_teacher_logits=_tri_state(
-                                            args.detach_teacher_logits),
-                                        warmup_steps=warmup_steps(args.warmup_epochs, len(train),
-                                                                  cfg.batch_size),
-                                        teacher_source="cache", teacher_dim=cache.feat_dim)
+            model = CrossModalDistiller(student, teacher, cmpg, teacher_dim=cache.feat_dim,
+                                        **distiller_kwargs(cfg, len(train)))
         train_t = student_transforms(True, [AttachImageFeatures(cache)])
     _log(f"stage III: {cfg.model} {'baseline' if args.baseline else 'with PointCMT'} "
          f"({cfg.epochs} epochs, {cfg.num_points} points) -> {out / 'student.pt'}")
@@ -878,9 +887,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"batch size (default: {_default('batch_size')})")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (AdamW, cosine)")
-    p.add_argument("--w-fe", type=float, default=d.w_fe, help="feature-enhancement weight")
-    p.add_argument("--w-ce", type=float, default=d.w_ce,
-                   help="classifier-enhancement weight (per-sample KL; official 0.3 x batch 32)")
     _add_distiller_arguments(p, d)
     p.add_argument("--out", default=None,
                    help=f"output directory (default: {RUN_DIR / 'pointcmt'}, or "

@@ -41,7 +41,8 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import BaseTransform, Compose, NormalizeScale
 
 __all__ = ["PipelineConfig", "DropAttributes", "load_data", "run_pipeline", "format_table",
-           "student_transforms", "teacher_transforms"]
+           "distiller_kwargs", "student_transforms", "teacher_transforms", "teacher_margin",
+           "TeacherNotBetterWarning"]
 
 MESH_KEYS = ("mesh_pos", "mesh_face")
 
@@ -69,6 +70,11 @@ class PipelineConfig:
             synthetic data (more steps on a small set), ``32`` otherwise.
         lr (float): Student learning rate (AdamW, cosine schedule).
         num_views, image_size, backbone: Teacher views and ResNet.
+        teacher_points (int, optional): Points the teacher's views are
+            projected from when a sample has no mesh. ``None`` (default):
+            every point the file stores (ModelNet10 ``.pcd``: 1,024), so the
+            images show more than the ``num_points`` the student gets, which
+            is the premise of PointCMT; an int samples that many.
         up (int): Up axis of the shapes for the cameras: ``2`` (z, ModelNet),
             ``1`` (y, ScanObjectNN and ``normal_resampled`` ModelNet).
         val_fraction (float): Share of the training split carved out for
@@ -77,10 +83,15 @@ class PipelineConfig:
             Size of the embedded dataset.
         max_train (int, optional): Keep at most this many training shapes
             (a stratified, seeded subset; for quick runs).
-        w_fe, w_ce, w_proj, detach_teacher_logits: PointCMT loss weights and
-            options (see :class:`~pointcmt_pyg.nn.CrossModalDistiller`).
-        warmup_epochs (float): Ramp ``w_fe`` and ``w_ce`` from 0 over this many
-            epochs of the PointCMT student (``0``: official, none).
+        recipe (str): Stage-III loss recipe (:mod:`pointcmt_pyg.nn.recipes`):
+            ``"balanced"`` (default, chosen on validation), ``"official"``
+            (the exact official loss) or ``"kd"`` (plain Hinton KD).
+        w_fe, w_ce, w_kd, temperature, w_proj, detach_teacher_logits: PointCMT
+            loss settings (see :class:`~pointcmt_pyg.nn.CrossModalDistiller`);
+            ``None``: the recipe's.
+        warmup_epochs (float, optional): Ramp ``w_fe`` and ``w_ce`` from 0 over
+            this many epochs of the PointCMT student; ``None``: the recipe's
+            share of ``epochs`` (official: none).
         device (str): ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
         out (str): Output directory.
         resume (bool): Reuse finished stages and continue interrupted ones.
@@ -103,6 +114,7 @@ class PipelineConfig:
     num_views: int = 6
     image_size: int = 64
     backbone: str = "resnet18"
+    teacher_points: Optional[int] = None
     cmpg_points: int = 1024
     up: int = 2
     val_fraction: float = 0.1
@@ -110,11 +122,14 @@ class PipelineConfig:
     synthetic_train_per_class: int = 30
     synthetic_test_per_class: int = 10
     max_train: Optional[int] = None
-    w_fe: float = 30.0
-    w_ce: float = 9.6
-    w_proj: float = 1.0
+    recipe: str = "balanced"
+    w_fe: Optional[float] = None
+    w_ce: Optional[float] = None
+    w_kd: Optional[float] = None
+    temperature: Optional[float] = None
+    w_proj: Optional[float] = None
     detach_teacher_logits: Optional[bool] = None
-    warmup_epochs: float = 0.0
+    warmup_epochs: Optional[float] = None
     device: str = "auto"
     out: str = "runs/modelnet40"
     resume: bool = False
@@ -148,14 +163,25 @@ class PipelineConfig:
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if cfg.teacher_points is not None and (isinstance(cfg.teacher_points, bool) or not isinstance(cfg.teacher_points, int) or cfg.teacher_points < 1):
+            raise ValueError(f"teacher_points must be a positive int or None, got {cfg.teacher_points!r}")
         if cfg.up not in (0, 1, 2):
             raise ValueError(f"up must be an axis 0, 1 or 2, got {cfg.up!r}")
         if not 0 < cfg.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction!r}")
-        if not cfg.warmup_epochs >= 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {cfg.warmup_epochs!r}")
-        if not cfg.w_proj >= 0:
-            raise ValueError(f"w_proj must be >= 0, got {cfg.w_proj!r}")
+        from .nn.recipes import get_recipe
+        recipe = get_recipe(cfg.recipe)          # ValueError naming `recipe`
+        cfg = dataclasses.replace(
+            cfg, **{name: getattr(recipe, name) for name in
+                    ("w_fe", "w_ce", "w_kd", "temperature", "w_proj", "detach_teacher_logits")
+                    if getattr(cfg, name) is None},
+            warmup_epochs=(recipe.warmup_fraction * cfg.epochs if cfg.warmup_epochs is None
+                           else cfg.warmup_epochs))
+        for name in ("w_fe", "w_ce", "w_kd", "w_proj", "warmup_epochs"):
+            if not getattr(cfg, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)!r}")
+        if not cfg.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {cfg.temperature!r}")
         if cfg.detach_teacher_logits is True and not cfg.w_proj > 0:
             # Checked here, before stages I and II run, rather than when the
             # distiller is built (only then are the feature sizes known).
@@ -230,13 +256,35 @@ def warmup_steps(epochs: float, num_train: int, batch_size: int) -> int:
     return int(round(epochs * per_epoch))
 
 
-def load_data(cfg: PipelineConfig) -> Tuple[Any, Optional[Any], List[str], str]:
+def distiller_kwargs(cfg: PipelineConfig, num_train: int) -> Dict[str, Any]:
+    r"""The :class:`~pointcmt_pyg.nn.CrossModalDistiller` arguments of a run
+    (recipe, weights, warm-up in steps, teacher features from the cache): the
+    one place the pipeline and the console script build them."""
+    cfg = cfg.resolved()
+    return dict(recipe=cfg.recipe, w_fe=cfg.w_fe, w_ce=cfg.w_ce, w_kd=cfg.w_kd,
+                temperature=cfg.temperature, w_proj=cfg.w_proj,
+                detach_teacher_logits=cfg.detach_teacher_logits,
+                warmup_steps=warmup_steps(cfg.warmup_epochs, num_train, cfg.batch_size),
+                teacher_source="cache")
+
+
+def load_data(cfg: PipelineConfig, for_teacher: bool = False
+              ) -> Tuple[Any, Optional[Any], List[str], str]:
     r"""Loads the training split and, when present, the test split.
+
+    Args:
+        cfg (PipelineConfig): The settings.
+        for_teacher (bool): Load the clouds the teacher's views are projected
+            from: ``cfg.teacher_points`` points (``None``: all stored points)
+            instead of ``cfg.num_points``. Same samples, ``sample_id`` and
+            order, so the same validation carve.
 
     Returns:
         ``(train, test or None, class_names, description)``.
     """
     cfg = cfg.resolved()
+    if for_teacher and _is_point_folder(cfg):
+        cfg = dataclasses.replace(cfg, num_points=cfg.teacher_points)
     from .datasets import ModelNet, PointCloudFolder, SyntheticShapes, stratified_split, subset
     from .datasets import dataset_labels
     if cfg.data == "synthetic":
@@ -281,6 +329,14 @@ def load_data(cfg: PipelineConfig) -> Tuple[Any, Optional[Any], List[str], str]:
         labels = dataset_labels(train)
         classes = [str(c) for c in range(int(max(labels)) + 1)]
     return train, test, classes, desc
+
+
+def _is_point_folder(cfg: PipelineConfig) -> bool:
+    r"""Whether ``cfg.data`` is a point-cloud folder (no meshes to render)."""
+    if cfg.data == "synthetic":
+        return False
+    root = Path(cfg.data).expanduser()
+    return root.is_dir() and not _is_modelnet_off(root)
 
 
 def teacher_transforms(cfg: PipelineConfig, out: Optional[Path] = None,
@@ -399,12 +455,42 @@ def format_table(results: Dict[str, Any]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     b, p = results["stages"].get("baseline"), results["stages"].get("pointcmt")
+    t = results["stages"].get("teacher")
+    if t and b and t.get("val") and b.get("val"):
+        lines.append(f"teacher - baseline: {100 * (t['val']['oa'] - b['val']['oa']):+.2f} OA "
+                     "(val split; the teacher must be ahead to teach)")
     if b and p:
         key = split
         if b.get(key) and p.get(key):
             lines.append(f"PointCMT - baseline: {100 * (p[key]['oa'] - b[key]['oa']):+.2f} OA, "
                          f"{100 * (p[key]['macc'] - b[key]['macc']):+.2f} mAcc ({key} split)")
     return "\n".join(lines)
+
+
+class TeacherNotBetterWarning(UserWarning):
+    r"""The image teacher is not more accurate than the plain student it is
+    meant to teach (PointCMT cannot give the student what the teacher lacks)."""
+
+
+def teacher_margin(teacher_oa: float, baseline_oa: float, split: str = "val",
+                   warn: bool = True) -> float:
+    r"""The teacher's OA minus the plain student's (fractions), with a loud
+    :class:`TeacherNotBetterWarning` when it is not positive.
+
+    Both are measured on the same shapes (the validation carve, never the test
+    split, is what the pipeline passes).
+    """
+    margin = float(teacher_oa) - float(baseline_oa)
+    if warn and margin <= 0:
+        import warnings
+        msg = (f"THE TEACHER IS NOT BETTER THAN THE STUDENT IT TEACHES: teacher {100 * teacher_oa:.2f}"
+               f" vs plain student {100 * baseline_oa:.2f} {split} OA ({100 * margin:+.2f}). "
+               "PointCMT cannot give what the teacher lacks: train the teacher longer "
+               "(--teacher-epochs), on more views (--num-views) or larger images (--image-size).")
+        print("\n" + "!" * 79 + f"\n[pointcmt] WARNING: {msg}\n" + "!" * 79 + "\n",
+              file=sys.stderr, flush=True)
+        warnings.warn(msg, TeacherNotBetterWarning, stacklevel=2)
+    return margin
 
 
 def run_pipeline(cfg: PipelineConfig,
@@ -475,8 +561,14 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
     histories: Dict[str, Any] = {}
 
     # ------------------------------------------------------------ stage I
+    train_t, val_t, test_t = train, val, test
+    if data is None and _is_point_folder(cfg) and cfg.teacher_points != cfg.num_points:
+        # The views are projected from every stored point (or teacher_points),
+        # not from the student's sparser sample: same shapes, ids and carve.
+        full_train_t, test_t, _, _ = load_data(cfg, for_teacher=True)
+        train_t, val_t = train_val_split(full_train_t, cfg.val_fraction, cfg.seed)
     t_views = teacher_transforms(cfg, out)
-    train_v, val_v = _with_transform(train, t_views), _with_transform(val, t_views)
+    train_v, val_v = _with_transform(train_t, t_views), _with_transform(val_t, t_views)
     stage_dir = out / "teacher"
     done = _read_done(stage_dir, cfg.resume)
     if done is not None:
@@ -494,8 +586,8 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
         wrapped = teacher_eval_wrapper(teacher)
         done = {"val": _summary(_evaluate(wrapped, DataLoader(
                     val_v, batch_size=cfg.teacher_batch_size), device, num_classes)),
-                "test": _summary(_evaluate(wrapped, None if test is None else DataLoader(
-                    _with_transform(test, t_views), batch_size=cfg.teacher_batch_size),
+                "test": _summary(_evaluate(wrapped, None if test_t is None else DataLoader(
+                    _with_transform(test_t, t_views), batch_size=cfg.teacher_batch_size),
                     device, num_classes)),
                 "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
         _write_done(stage_dir, done, main)
@@ -569,12 +661,8 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
             if run == "baseline":
                 model, train_s = student, _with_transform(train, student_transforms(True))
             else:
-                model = CrossModalDistiller(student, teacher, cmpg, w_fe=cfg.w_fe, w_ce=cfg.w_ce,
-                                            w_proj=cfg.w_proj,
-                                            detach_teacher_logits=cfg.detach_teacher_logits,
-                                            warmup_steps=warmup_steps(cfg.warmup_epochs, len(train),
-                                                                      cfg.batch_size),
-                                            teacher_source="cache")
+                model = CrossModalDistiller(student, teacher, cmpg,
+                                            **distiller_kwargs(cfg, len(train)))
                 train_s = _with_transform(train, student_transforms(True, [attach]))
             log(f"stage III: {cfg.model} {'with PointCMT' if run == 'pointcmt' else 'baseline'}"
                 f" ({cfg.epochs} epochs, {cfg.num_points} points)")
@@ -591,6 +679,11 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
             _write_done(stage_dir, done, main)
         histories[run] = History.from_dict(done["history"])
         results["stages"][run] = {k: done[k] for k in ("val", "test", "epoch_seconds")}
+        if run == "baseline" and main:
+            teacher_val = results["stages"]["teacher"].get("val")
+            if teacher_val and done.get("val"):
+                results["teacher_margin_val"] = teacher_margin(teacher_val["oa"],
+                                                               done["val"]["oa"], "val")
         try:
             if not main:
                 raise _Skip

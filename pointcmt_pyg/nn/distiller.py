@@ -22,6 +22,7 @@ from torch.func import functional_call
 
 from .losses import (classifier_enhancement_loss, feature_enhancement_loss,
                      label_smoothing_cross_entropy)
+from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
 
 __all__ = ["CrossModalDistiller", "DistillerOutput", "find_head"]
 
@@ -162,6 +163,17 @@ class CrossModalDistiller(nn.Module):
       (the projection ``P_ts`` still learns).
     * ``projection`` (only with ``P_ts`` and ``w_proj > 0``): label CE of the
       head, its parameters detached, on ``P_ts f_t``.
+    * ``kd`` (only with ``w_kd > 0``): Hinton KD,
+      ``w_kd * T^2 * KL(softmax(g(f_t)/T) || softmax(z_s/T))`` with ``g`` the
+      teacher's own frozen classifier (``teacher.head``) and ``z_s`` the
+      student's logits; not ramped by ``warmup_steps`` (its target is the
+      trained teacher's prediction, informative from the first step).
+
+    The defaults of every weight come from ``recipe`` (see
+    :mod:`pointcmt_pyg.nn.recipes`): ``"official"`` is exactly the official
+    loss, ``"kd"`` plain Hinton KD, ``"balanced"`` (default) the recipe chosen
+    on validation splits (RESULTS.md). Any argument given explicitly overrides
+    the recipe's value.
 
     ``P_st`` / ``P_ts`` are learnable ``nn.Linear`` maps (attributes
     ``student_to_teacher`` / ``teacher_to_student``) created only when the
@@ -203,13 +215,15 @@ class CrossModalDistiller(nn.Module):
         head (str or nn.Module, optional): The student's classifier head
             (dotted name). Found automatically when ``None``
             (see :func:`find_head`).
-        w_fe (float): Feature enhancement weight. (default: ``30.0``)
-        w_ce (float): Classifier enhancement weight for a per-sample mean.
-            (default: ``9.6``)
-        label_smoothing (float): Official-style smoothing of the CE target.
-            (default: ``0.2``)
-        temperature (float): KL temperature :math:`T`. (default: ``1.0``)
-        w_proj (float): Weight of an extra term that exists only when ``P_ts``
+        w_fe (float, optional): Feature enhancement weight (official: ``30``).
+            (default: the recipe's)
+        w_ce (float, optional): Classifier enhancement weight for a
+            per-sample mean (official: ``9.6``). (default: the recipe's)
+        label_smoothing (float, optional): Official-style smoothing of the CE
+            target. (default: the recipe's, ``0.2`` in every recipe)
+        temperature (float, optional): Temperature :math:`T` of both KL terms
+            (official: ``1``). (default: the recipe's)
+        w_proj (float, optional): Weight of an extra term that exists only when ``P_ts``
             does (feature sizes differ, which the official code never has):
             the label cross-entropy of the head, its parameters detached, on
             ``P_ts f_t``. It teaches ``P_ts`` to express the teacher feature in
@@ -222,6 +236,13 @@ class CrossModalDistiller(nn.Module):
             from the KL through the teacher branch (so ``P_ts`` then needs
             ``w_proj > 0`` to learn). ``None``: ``True`` when ``P_ts`` exists
             and ``w_proj > 0``, else ``False`` (official). (default: ``None``)
+        w_kd (float, optional): Hinton KD weight (teacher's own classifier).
+            (default: the recipe's)
+        recipe (str or Recipe): Where the unset weights come from:
+            ``"balanced"``, ``"official"`` or ``"kd"``.
+            (default: ``"balanced"``)
+        teacher_classifier (nn.Module, optional): The teacher's classifier
+            ``[B, D_t] -> [B, C]`` for the KD term; defaults to ``teacher.head``.
         teacher_source (str): ``"cache"`` (require ``img_feat``), ``"views"``
             (run the teacher on ``views``) or ``"auto"`` (``img_feat`` when
             present, else ``views``). (default: ``"auto"``)
@@ -245,13 +266,16 @@ class CrossModalDistiller(nn.Module):
         teacher: Optional[nn.Module] = None,
         cmpg: Optional[nn.Module] = None,
         head: Union[str, nn.Module, None] = None,
-        w_fe: float = 30.0,
-        w_ce: float = 9.6,
-        w_proj: float = 1.0,
-        label_smoothing: float = 0.2,
-        temperature: float = 1.0,
+        w_fe: Optional[float] = None,
+        w_ce: Optional[float] = None,
+        w_proj: Optional[float] = None,
+        label_smoothing: Optional[float] = None,
+        temperature: Optional[float] = None,
         detach_head_teacher: bool = False,
         detach_teacher_logits: Optional[bool] = None,
+        w_kd: Optional[float] = None,
+        recipe: Union[str, Recipe] = DEFAULT_RECIPE,
+        teacher_classifier: Optional[nn.Module] = None,
         teacher_source: str = "auto",
         normalize_points: bool = True,
         warmup_steps: int = 0,
@@ -259,6 +283,17 @@ class CrossModalDistiller(nn.Module):
         teacher_dim: Optional[int] = None,
     ) -> None:
         super().__init__()
+        self.recipe = get_recipe(recipe)
+        self.recipe_name = recipe if isinstance(recipe, str) else "custom"
+        w_fe = self.recipe.w_fe if w_fe is None else w_fe
+        w_ce = self.recipe.w_ce if w_ce is None else w_ce
+        w_kd = self.recipe.w_kd if w_kd is None else w_kd
+        w_proj = self.recipe.w_proj if w_proj is None else w_proj
+        label_smoothing = (self.recipe.label_smoothing if label_smoothing is None
+                           else label_smoothing)
+        temperature = self.recipe.temperature if temperature is None else temperature
+        if detach_teacher_logits is None:
+            detach_teacher_logits = self.recipe.detach_teacher_logits
         if not isinstance(student, nn.Module):
             raise TypeError(f"student must be an nn.Module, got {type(student).__name__}")
         if teacher is not None:
@@ -270,7 +305,7 @@ class CrossModalDistiller(nn.Module):
                                 f"(got {getattr(teacher, 'feat_dim', None)!r})")
         if cmpg is not None and not isinstance(cmpg, nn.Module):
             raise TypeError(f"cmpg must be an nn.Module or None, got {type(cmpg).__name__}")
-        for name, value in (("w_fe", w_fe), ("w_ce", w_ce), ("w_proj", w_proj)):
+        for name, value in (("w_fe", w_fe), ("w_ce", w_ce), ("w_proj", w_proj), ("w_kd", w_kd)):
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
@@ -319,6 +354,23 @@ class CrossModalDistiller(nn.Module):
         self.cmpg = cmpg
         _freeze(teacher)
         _freeze(cmpg)
+        if teacher_classifier is not None and not isinstance(teacher_classifier, nn.Module):
+            raise TypeError("teacher_classifier must be an nn.Module (features -> logits), got "
+                            f"{type(teacher_classifier).__name__}")
+        if teacher_classifier is not None:
+            self.teacher_classifier: Optional[nn.Module] = teacher_classifier
+            _freeze(teacher_classifier)
+        else:
+            # The teacher's own head, when it has one (already a submodule of
+            # self.teacher, so not registered twice).
+            head_t = getattr(teacher, "head", None)
+            object.__setattr__(self, "teacher_classifier",
+                               head_t if isinstance(head_t, nn.Module) else None)
+        if w_kd > 0 and self.teacher_classifier is None:
+            raise ValueError(
+                f"w_kd={w_kd} (Hinton KD from the teacher's own classifier) needs the teacher's "
+                "classifier: pass teacher= (a MultiViewTeacher, whose .head is used) or "
+                "teacher_classifier=, or set w_kd=0")
 
         # Projections only where the sizes differ and the term that uses them is on
         # (an unused parameter would trip DistributedDataParallel).
@@ -338,6 +390,7 @@ class CrossModalDistiller(nn.Module):
                 "untrained (the KL no longer reaches it); set w_proj > 0 (e.g. 1.0)")
         self.w_fe = float(w_fe)
         self.w_ce = float(w_ce)
+        self.w_kd = float(w_kd)
         self.w_proj = float(w_proj)
         self.label_smoothing = float(label_smoothing)
         self.temperature = float(temperature)
@@ -355,7 +408,7 @@ class CrossModalDistiller(nn.Module):
     def train(self, mode: bool = True) -> "CrossModalDistiller":
         r"""Sets train/eval mode; the teacher and the CMPG always stay in eval."""
         super().train(mode)
-        for frozen in (self.teacher, self.cmpg):
+        for frozen in (self.teacher, self.cmpg, getattr(self, "teacher_classifier", None)):
             if isinstance(frozen, nn.Module):
                 frozen.eval()
         return self
@@ -429,6 +482,17 @@ class CrossModalDistiller(nn.Module):
             classifier = logits.new_zeros(())
 
         losses = {"ce": ce, "feature": feature, "classifier": classifier}
+        if self.w_kd > 0:
+            # Hinton KD from the teacher's own image classifier (a fixed target).
+            with torch.no_grad():
+                kd_target = self.teacher_classifier(f_t)
+            if kd_target.shape != logits.shape:
+                raise ValueError(
+                    f"the teacher's classifier gives {tuple(kd_target.shape)} on the teacher "
+                    f"feature but the student returns {tuple(logits.shape)} logits")
+            losses["kd"] = classifier_enhancement_loss(logits, kd_target.detach(),
+                                                       weight=self.w_kd,
+                                                       temperature=self.temperature)
         if self.teacher_to_student is not None and self.w_ce > 0 and self.w_proj > 0:
             # Teach P_ts to express the teacher feature in the student's head
             # space: the label CE of the frozen head on P_ts f_t.
@@ -558,8 +622,10 @@ class CrossModalDistiller(nn.Module):
         return functional_call(self._head, params, (feature,))
 
     def extra_repr(self) -> str:
-        return (f"head={self.head_name!r}, student_dim={self.student_dim}, "
+        return (f"recipe={self.recipe_name!r}, "
+                f"head={self.head_name!r}, student_dim={self.student_dim}, "
                 f"teacher_dim={self.teacher_dim}, w_fe={self.w_fe}, w_ce={self.w_ce}, "
+                f"w_kd={self.w_kd}, "
                 f"w_proj={self.w_proj}, "
                 f"label_smoothing={self.label_smoothing}, temperature={self.temperature}, "
                 f"detach_head_teacher={self.detach_head_teacher}, "

@@ -1,0 +1,92 @@
+r"""Named loss recipes for :class:`~pointcmt_pyg.nn.CrossModalDistiller`.
+
+A recipe is the set of stage-III loss settings; every field can still be
+overridden one by one (``CrossModalDistiller(..., recipe="official", w_fe=3)``).
+
+* ``"official"``: exactly the loss of the official PointCMT code
+  (`ZhanHeshen/PointCMT <https://github.com/ZhanHeshen/PointCMT>`_,
+  ``train_pointcmt.py``): label-smoothed CE (0.2), feature enhancement with
+  weight 30, classifier enhancement ``0.3 * KL`` summed over a batch of 32
+  (``w_ce = 9.6`` per sample), temperature 1, no warm-up, no Hinton term. The
+  official weights were set for 1,000 epochs at a nearly constant learning
+  rate; at short budgets they cost accuracy (RESULTS.md).
+* ``"kd"``: plain Hinton knowledge distillation (`Hinton et al., 2015
+  <https://arxiv.org/abs/1503.02531>`_) from the teacher's own image classifier,
+  ``T = 4``, weight 1; no PointCMT term. The paper compares against it; it is
+  here as the control arm.
+* ``"balanced"``: the default, chosen on validation splits only (RESULTS.md,
+  "Recipes"): Hinton KD from the teacher's classifier (``T = 4``, weight 1),
+  plus the PointCMT feature enhancement at a tenth of the official weight
+  (``w_fe = 3``, which at initialisation is about as large as the CE rather
+  than twice it), ramped in linearly over the first quarter of training.
+  The head-on-teacher-feature KL is off: in every measurement so far it cost
+  accuracy at our budgets (RESULTS.md, stage-III ablation).
+"""
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional
+
+__all__ = ["Recipe", "RECIPES", "DEFAULT_RECIPE", "get_recipe"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    r"""Stage-III loss settings (see :class:`~pointcmt_pyg.nn.CrossModalDistiller`
+    for each field's meaning).
+
+    Attributes:
+        w_fe (float): Feature-enhancement weight (EMD of CMPG outputs).
+        w_ce (float): Classifier-enhancement weight (KL from the student head
+            on the teacher feature to the head on the student feature), per
+            sample.
+        w_kd (float): Hinton KD weight: KL from the teacher's own classifier
+            to the student's prediction, per sample, times ``T^2``.
+        temperature (float): ``T`` of both KL terms.
+        label_smoothing (float): Official-style smoothing of the label CE.
+        w_proj (float): Label CE that trains the teacher-to-student projection
+            (only when feature sizes differ and ``w_ce > 0``).
+        detach_teacher_logits (bool, optional): Constant target for the
+            classifier-enhancement KL; ``None``: automatic (see the distiller).
+        warmup_fraction (float): Share of the training schedule over which
+            ``w_fe`` and ``w_ce`` ramp from 0 (the pipeline turns it into
+            steps).
+    """
+    w_fe: float = 30.0
+    w_ce: float = 9.6
+    w_kd: float = 0.0
+    temperature: float = 1.0
+    label_smoothing: float = 0.2
+    w_proj: float = 1.0
+    detach_teacher_logits: Optional[bool] = None
+    warmup_fraction: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+RECIPES: Dict[str, Recipe] = {
+    # w_proj / detach_teacher_logits act only when the student's feature size
+    # differs from the teacher's, a set-up the official code never has (there
+    # the official KL collapses the head; see CrossModalDistiller).
+    "official": Recipe(w_fe=30.0, w_ce=9.6, w_kd=0.0, temperature=1.0, label_smoothing=0.2,
+                       w_proj=1.0, detach_teacher_logits=None, warmup_fraction=0.0),
+    "kd": Recipe(w_fe=0.0, w_ce=0.0, w_kd=1.0, temperature=4.0, label_smoothing=0.2,
+                 w_proj=0.0, detach_teacher_logits=None, warmup_fraction=0.0),
+    "balanced": Recipe(w_fe=3.0, w_ce=0.0, w_kd=1.0, temperature=4.0, label_smoothing=0.2,
+                       w_proj=0.0, detach_teacher_logits=None, warmup_fraction=0.25),
+}
+
+#: The recipe used when none is named.
+DEFAULT_RECIPE = "balanced"
+
+
+def get_recipe(recipe: Any) -> Recipe:
+    r"""A :class:`Recipe` from its name (or the recipe itself).
+
+    Raises:
+        ValueError: For an unknown name.
+    """
+    if isinstance(recipe, Recipe):
+        return recipe
+    if not isinstance(recipe, str) or recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {sorted(RECIPES)} (or a Recipe), got {recipe!r}")
+    return RECIPES[recipe]

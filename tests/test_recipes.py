@@ -1,0 +1,196 @@
+"""Stage-III recipes: the official loss against the official code's formulas,
+each recipe's terms on fixed tensors, the zero-weight equivalence with the
+plain baseline (bit for bit, through the real training loop) and the
+teacher-margin warning."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.data import Data
+from torch_geometric.nn import global_max_pool
+
+from pointcmt_pyg.nn import CrossModalDistiller
+from pointcmt_pyg.nn.recipes import DEFAULT_RECIPE, RECIPES, Recipe, get_recipe
+from pointcmt_pyg.pipeline import (PipelineConfig, TeacherNotBetterWarning, distiller_kwargs,
+                                   teacher_margin)
+from pointcmt_pyg.train import seed_everything, train_student
+from test_distiller import (NUM_CLASSES, DataNet, StandInCMPG, StandInTeacher, bbox_normalize,
+                            make_batch, reference_sqrt_emd)
+
+
+class HeadedTeacher(StandInTeacher):
+    """A stand-in teacher with its own classifier ``head`` (as MultiViewTeacher)."""
+
+    def __init__(self, feat_dim=8):
+        super().__init__(feat_dim)
+        self.head = nn.Linear(feat_dim, NUM_CLASSES)
+
+
+def _np_softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _smoothed_ce(z, y, eps=0.2):
+    logp = np.log(_np_softmax(z))
+    q = np.full_like(logp, eps / (z.shape[1] - 1))
+    q[np.arange(len(y)), y] = 1 - eps
+    return -(q * logp).sum(1).mean()
+
+
+def _kl_sum(p_t, p_s):
+    return float((p_t * (np.log(p_t) - np.log(p_s))).sum())
+
+
+def _features(student, teacher, cmpg, batch):
+    with torch.no_grad():
+        f_s = global_max_pool(student.point(batch.pos), batch.batch)
+        f_t = teacher.lin(batch.views.flatten(2)).amax(dim=1)
+        cmpg.eval()
+        return (f_s, f_t, student.mlp(f_s).double().numpy(), student.mlp(f_t).double().numpy(),
+                cmpg(f_s).double().numpy(), cmpg(f_t).double().numpy())
+
+
+def test_official_recipe_is_the_official_code_at_batch_32():
+    """train_pointcmt.py: smooth_loss(eps 0.2) + 30 * sqrt(emd).mean(1).mean()
+    + 0.3 * F.kl_div(log p_s, p_t, reduction="sum") over a batch of 32."""
+    torch.manual_seed(0)
+    student, teacher, cmpg = DataNet(), HeadedTeacher(), StandInCMPG()
+    model = CrossModalDistiller(student, teacher, cmpg, recipe="official")
+    assert (model.w_fe, model.w_ce, model.w_kd, model.temperature, model.label_smoothing) == \
+        (30.0, 9.6, 0.0, 1.0, 0.2)
+    batch = make_batch(num_graphs=32)
+    out = model(batch)
+    _, _, zs, zt, ps, pt = _features(student, teacher, cmpg, batch)
+    y = batch.y.numpy()
+    ce = _smoothed_ce(zs, y)
+    fe = 30.0 * reference_sqrt_emd(bbox_normalize(ps), bbox_normalize(pt))
+    kl = 0.3 * _kl_sum(_np_softmax(zt), _np_softmax(zs))    # summed over the 32 samples
+    assert set(out.losses) == {"ce", "feature", "classifier"}
+    assert out.losses["ce"].item() == pytest.approx(ce, rel=1e-5)
+    # The EMD op is an auction within its certified gap of the exact assignment
+    # (tests/test_emd.py), hence the looser tolerance on that term only.
+    assert out.losses["feature"].item() == pytest.approx(fe, rel=2e-3)
+    assert out.losses["classifier"].item() == pytest.approx(kl, rel=1e-4)
+    assert out.loss.item() == pytest.approx(ce + fe + kl, rel=2e-3)
+
+
+def test_kd_recipe_is_plain_hinton_kd_from_the_teacher_classifier():
+    torch.manual_seed(1)
+    student, teacher, cmpg = DataNet(), HeadedTeacher(), StandInCMPG()
+    model = CrossModalDistiller(student, teacher, cmpg, recipe="kd")
+    batch = make_batch(num_graphs=6)
+    out = model(batch)
+    _, f_t, zs, _, _, _ = _features(student, teacher, cmpg, batch)
+    with torch.no_grad():
+        zt = teacher.head(f_t).double().numpy()
+    T = 4.0
+    kd = T * T * _kl_sum(_np_softmax(zt / T), _np_softmax(zs / T)) / 6
+    assert out.losses["kd"].item() == pytest.approx(kd, rel=1e-5)
+    assert out.losses["feature"].item() == 0.0 and out.losses["classifier"].item() == 0.0
+    assert out.loss.item() == pytest.approx(_smoothed_ce(zs, batch.y.numpy()) + kd, rel=1e-5)
+    # The teacher classifier is a fixed target: no gradient reaches it.
+    out.loss.backward()
+    assert teacher.head.weight.grad is None
+
+
+def test_default_recipe_terms_and_warmup_on_fixed_tensors():
+    assert DEFAULT_RECIPE == "balanced"
+    recipe = RECIPES["balanced"]
+    torch.manual_seed(2)
+    student, teacher, cmpg = DataNet(), HeadedTeacher(), StandInCMPG()
+    model = CrossModalDistiller(student, teacher, cmpg, warmup_steps=4)      # default recipe
+    assert model.recipe == recipe
+    batch = make_batch(num_graphs=5)
+    _, f_t, zs, _, ps, pt = _features(student, teacher, cmpg, batch)
+    with torch.no_grad():
+        zt = teacher.head(f_t).double().numpy()
+    T = recipe.temperature
+    kd = recipe.w_kd * T * T * _kl_sum(_np_softmax(zt / T), _np_softmax(zs / T)) / 5
+    fe = recipe.w_fe * reference_sqrt_emd(bbox_normalize(ps), bbox_normalize(pt))
+    for step in range(6):          # the feature term ramps 0, 1/4, ..., 1; KD never ramps
+        out = model(batch)
+        ramp = min(1.0, step / 4)
+        assert out.losses["kd"].item() == pytest.approx(kd, rel=1e-5)
+        assert out.losses["feature"].item() == pytest.approx(ramp * fe, rel=2e-3, abs=1e-7)
+        assert out.losses["classifier"].item() == 0.0
+    # Explicit arguments override the recipe's.
+    assert CrossModalDistiller(DataNet(), HeadedTeacher(), StandInCMPG(), w_fe=7.0).w_fe == 7.0
+
+
+def test_recipe_errors_name_the_argument():
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        CrossModalDistiller(DataNet(), HeadedTeacher(), recipe="magic")
+    with pytest.raises(ValueError, match="w_kd"):   # KD needs the teacher's classifier
+        CrossModalDistiller(DataNet(), StandInTeacher(), StandInCMPG(), recipe="kd")
+    with pytest.raises(ValueError, match="w_kd must be"):
+        CrossModalDistiller(DataNet(), HeadedTeacher(), w_kd=-1.0)
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        PipelineConfig(recipe="magic").resolved()
+    with pytest.raises(ValueError, match="temperature"):
+        PipelineConfig(temperature=0.0).resolved()
+    assert get_recipe(Recipe(w_fe=1.0)).w_fe == 1.0
+
+
+def test_pipeline_config_takes_the_recipe_and_overrides():
+    cfg = PipelineConfig(recipe="official", epochs=8).resolved()
+    assert (cfg.w_fe, cfg.w_ce, cfg.w_kd, cfg.temperature, cfg.warmup_epochs) == \
+        (30.0, 9.6, 0.0, 1.0, 0.0)
+    cfg = PipelineConfig(epochs=8).resolved()                     # default: balanced
+    assert cfg.recipe == "balanced" and cfg.warmup_epochs == 8 * 0.25
+    kw = distiller_kwargs(PipelineConfig(epochs=8, w_fe=5.0, batch_size=10), num_train=100)
+    assert kw["w_fe"] == 5.0 and kw["w_kd"] == 1.0 and kw["warmup_steps"] == 20
+
+
+def _toy_dataset(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        y = i % NUM_CLASSES
+        pos = torch.rand(16, 3, generator=g) * (1 + y)
+        out.append(Data(pos=pos, y=torch.tensor([y]), sample_id=f"s{i}",
+                        img_feat=torch.rand(1, 8, generator=g) + y))
+    return out
+
+
+def test_zero_weights_train_exactly_the_plain_baseline(tmp_path):
+    """w_fe = w_ce = w_kd = 0: the distiller run reaches the plain run's
+    parameters bit for bit (same seed, same loop, same data order)."""
+    data = _toy_dataset()
+
+    def run(wrap):
+        seed_everything(3)
+        student = DataNet()
+        model = (CrossModalDistiller(student, HeadedTeacher(), StandInCMPG(), w_fe=0.0,
+                                     w_ce=0.0, w_kd=0.0, teacher_source="cache")
+                 if wrap else student)
+        train_student(model, data, None, epochs=2, batch_size=8, lr=1e-2, device="cpu",
+                      seed=3, progress=False, num_classes=NUM_CLASSES)
+        return student.state_dict()
+
+    plain, wrapped = run(False), run(True)
+    assert plain.keys() == wrapped.keys()
+    for key in plain:
+        assert torch.equal(plain[key], wrapped[key]), key
+    # ... and a non-zero weight does change the result (the check can fail).
+    seed_everything(3)
+    student = DataNet()
+    train_student(CrossModalDistiller(student, HeadedTeacher(), StandInCMPG(), w_fe=0.0,
+                                      w_ce=0.0, w_kd=1.0, teacher_source="cache"),
+                  data, None, epochs=2, batch_size=8, lr=1e-2, device="cpu", seed=3,
+                  progress=False, num_classes=NUM_CLASSES)
+    assert any(not torch.equal(plain[k], v) for k, v in student.state_dict().items())
+
+
+def test_teacher_margin_warns_when_the_teacher_is_not_better(capsys):
+    with pytest.warns(TeacherNotBetterWarning, match="NOT BETTER"):
+        assert teacher_margin(0.90, 0.92) == pytest.approx(-0.02)
+    assert "WARNING" in capsys.readouterr().err
+    with pytest.warns(TeacherNotBetterWarning):
+        teacher_margin(0.90, 0.90)                        # level is not better either
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert teacher_margin(0.95, 0.92) == pytest.approx(0.03)
