@@ -149,6 +149,14 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     _add_distiller_arguments(p, d)
     p.add_argument("--only", choices=("baseline", "pointcmt"), default=None,
                    help="train only one of the two student runs")
+    p.add_argument("--protocol", choices=("scratch", "finetune"), default=d.protocol,
+                   help="scratch: baseline and PointCMT from the same initialisation, same "
+                        "epochs; finetune: both arms (plain CE and PointCMT) continue from the "
+                        "converged baseline for --finetune-epochs (default: %(default)s)")
+    p.add_argument("--finetune-epochs", type=int, default=None,
+                   help="epochs of each fine-tune arm (default: epochs // 2)")
+    p.add_argument("--finetune-lr", type=float, default=None,
+                   help="peak learning rate of the fine-tune arms (default: lr / 10)")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--out", default=d.out, help="output directory (default: %(default)s)")
     p.add_argument("--resume", action="store_true",

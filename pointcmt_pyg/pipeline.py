@@ -45,6 +45,20 @@ __all__ = ["PipelineConfig", "DropAttributes", "load_data", "run_pipeline", "for
            "TeacherNotBetterWarning"]
 
 MESH_KEYS = ("mesh_pos", "mesh_face")
+PROTOCOLS = ("scratch", "finetune")
+RUN_LABELS = {"baseline": "baseline", "baseline_ft": "plain fine-tune",
+              "pointcmt": "with PointCMT"}
+#: Config fields per stage, recorded in each stage's ``settings.json``.
+STAGE_SETTINGS: Dict[str, Tuple[str, ...]] = {
+    "data": ("data", "num_points", "val_fraction", "seed", "max_train", "synthetic_classes",
+             "synthetic_train_per_class", "synthetic_test_per_class"),
+    "teacher": ("teacher_points", "num_views", "image_size", "up", "backbone", "teacher_epochs",
+                "teacher_batch_size", "teacher_lr"),
+    "cmpg": ("cmpg_points", "cmpg_epochs", "batch_size"),
+    "baseline": ("model", "epochs", "batch_size", "lr"),
+    "pointcmt": ("recipe", "w_fe", "w_ce", "w_kd", "temperature", "w_proj",
+                 "detach_teacher_logits", "warmup_epochs"),
+}
 
 
 @dataclass
@@ -100,6 +114,16 @@ class PipelineConfig:
         progress (bool): tqdm progress bars.
         stages (sequence of str): Which student runs: ``"baseline"``,
             ``"pointcmt"`` or both.
+        protocol (str): ``"scratch"`` (default): baseline and PointCMT
+            students trained from the same initialisation for ``epochs``
+            each. ``"finetune"``: the baseline is trained for ``epochs``, then
+            two arms continue from its selected weights for
+            ``finetune_epochs`` each, plain CE (``baseline_ft``) and PointCMT,
+            which is how a user with a trained model would use the library.
+        finetune_epochs (int, optional): Epochs of each fine-tune arm.
+            Default: ``max(1, epochs // 2)``.
+        finetune_lr (float, optional): Peak learning rate of the fine-tune
+            arms (cosine). Default: ``lr / 10``.
     """
     data: str = "synthetic"
     model: str = "pointnet2"
@@ -137,6 +161,35 @@ class PipelineConfig:
     seed: int = 0
     progress: bool = True
     stages: Sequence[str] = ("baseline", "pointcmt")
+    protocol: str = "scratch"
+    finetune_epochs: Optional[int] = None
+    finetune_lr: Optional[float] = None
+
+    def student_epochs(self) -> int:
+        r"""Epochs of the PointCMT student: ``epochs`` from scratch,
+        ``finetune_epochs`` in the fine-tune protocol."""
+        if self.protocol == "finetune":
+            return self.finetune_epochs if self.finetune_epochs is not None else max(
+                1, (self.epochs or 0) // 2)
+        return self.epochs
+
+    def settings(self, stage: str) -> Dict[str, Any]:
+        r"""The settings a finished ``stage`` was trained with (and those of
+        the stages it builds on); ``resume`` reuses a stage only when they
+        are unchanged."""
+        keys = list(STAGE_SETTINGS["data"])
+        if stage in ("teacher", "cmpg", "pointcmt"):
+            keys += STAGE_SETTINGS["teacher"]
+        if stage in ("cmpg", "pointcmt"):
+            keys += STAGE_SETTINGS["cmpg"]
+        if stage in ("baseline", "baseline_ft", "pointcmt"):
+            keys += STAGE_SETTINGS["baseline"]
+        if stage in ("baseline_ft", "pointcmt"):
+            keys += ["protocol"] + (["finetune_epochs", "finetune_lr"]
+                                    if self.protocol == "finetune" else [])
+        if stage == "pointcmt":
+            keys += STAGE_SETTINGS["pointcmt"]
+        return {k: getattr(self, k) for k in keys}
 
     def resolved(self) -> "PipelineConfig":
         r"""A copy with the data-dependent defaults filled in and checked."""
@@ -153,6 +206,17 @@ class PipelineConfig:
             cmpg_epochs=(self.cmpg_epochs if self.cmpg_epochs is not None
                          else (10 if synthetic else 50)),
             stages=tuple(self.stages))
+        if cfg.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {cfg.protocol!r}")
+        if cfg.finetune_epochs is None:
+            cfg = dataclasses.replace(cfg, finetune_epochs=max(1, cfg.epochs // 2))
+        if cfg.finetune_lr is None:
+            cfg = dataclasses.replace(cfg, finetune_lr=cfg.lr / 10)
+        if isinstance(cfg.finetune_epochs, bool) or not isinstance(cfg.finetune_epochs, int) \
+                or cfg.finetune_epochs < 1:
+            raise ValueError(f"finetune_epochs must be a positive int, got {cfg.finetune_epochs!r}")
+        if not cfg.finetune_lr > 0:
+            raise ValueError(f"finetune_lr must be > 0, got {cfg.finetune_lr!r}")
         for name in ("epochs", "teacher_epochs", "cmpg_epochs"):
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -175,8 +239,8 @@ class PipelineConfig:
             cfg, **{name: getattr(recipe, name) for name in
                     ("w_fe", "w_ce", "w_kd", "temperature", "w_proj", "detach_teacher_logits")
                     if getattr(cfg, name) is None},
-            warmup_epochs=(recipe.warmup_fraction * cfg.epochs if cfg.warmup_epochs is None
-                           else cfg.warmup_epochs))
+            warmup_epochs=(recipe.warmup_fraction * cfg.student_epochs()
+                           if cfg.warmup_epochs is None else cfg.warmup_epochs))
         for name in ("w_fe", "w_ce", "w_kd", "w_proj", "warmup_epochs"):
             if not getattr(cfg, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)!r}")
@@ -391,11 +455,49 @@ def _write_done(stage_dir: Path, done: Dict[str, Any], main: bool) -> None:
     D.barrier()
 
 
-def _read_done(stage_dir: Path, resume: bool) -> Optional[Dict[str, Any]]:
+def _read_done(stage_dir: Path, resume: bool, settings: Optional[Dict[str, Any]] = None,
+               log: Any = None) -> Optional[Dict[str, Any]]:
+    r"""A finished stage's ``done.json`` when resuming and its recorded
+    settings match ``settings``; ``None`` means (re)train it."""
+    if not resume or not _resume_allowed(stage_dir, settings, log):
+        return None
     path = stage_dir / "done.json"
-    if resume and path.is_file():
+    if path.is_file():
         return json.loads(path.read_text())
     return None
+
+
+def _resume_allowed(stage_dir: Path, settings: Optional[Dict[str, Any]], log: Any) -> bool:
+    r"""Whether the artifacts in ``stage_dir`` (finished or interrupted) were
+    made with ``settings``. A stage with other settings is retrained from
+    scratch (the stages after it follow, as their settings include its own)."""
+    path = stage_dir / "settings.json"
+    if settings is None or not path.is_file():
+        return True
+    saved = json.loads(path.read_text())
+    now = json.loads(json.dumps(settings, default=_json_default))
+    if saved == now:
+        return True
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k, "?") != now.get(k, "?"))
+    if log is not None:
+        log(f"{stage_dir.name}: settings changed since it was trained ("
+            + ", ".join(f"{k}: {saved.get(k, '-')!r} -> {now.get(k, '-')!r}" for k in changed)
+            + f"); retraining {stage_dir.name} and the stages that build on it")
+    return False
+
+
+def _start_stage(stage_dir: Path, settings: Dict[str, Any], resume: bool, main: bool,
+                 log: Any) -> bool:
+    r"""Records ``settings`` before a stage trains; returns whether its
+    trainer may continue from an interrupted checkpoint (same settings)."""
+    may_resume = resume and _resume_allowed(stage_dir, settings, None)
+    if main:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        if not may_resume:
+            for name in ("last.pt", "best.pt", "done.json"):
+                (stage_dir / name).unlink(missing_ok=True)
+        _write_json(stage_dir / "settings.json", settings)
+    return may_resume
 
 
 def _epoch_seconds(history: Any) -> Optional[float]:
@@ -438,8 +540,11 @@ def format_table(results: Dict[str, Any]) -> str:
     r"""The side-by-side table of a :func:`run_pipeline` result."""
     split = "test" if results.get("has_test") else "val"
     rows = [("stage", "val OA", "val mAcc", f"{split} OA", f"{split} mAcc", "s/epoch")]
+    finetune = "baseline_ft" in results["stages"]
     for key, label in (("teacher", "teacher (images)"), ("baseline", f"{results['model']}"),
-                       ("pointcmt", f"{results['model']} + PointCMT")):
+                       ("baseline_ft", f"{results['model']} + plain fine-tune"),
+                       ("pointcmt", f"{results['model']} + PointCMT"
+                                    + (" fine-tune" if finetune else ""))):
         r = results["stages"].get(key)
         if r is None:
             continue
@@ -459,10 +564,13 @@ def format_table(results: Dict[str, Any]) -> str:
     if t and b and t.get("val") and b.get("val"):
         lines.append(f"teacher - baseline: {100 * (t['val']['oa'] - b['val']['oa']):+.2f} OA "
                      "(val split; the teacher must be ahead to teach)")
+    if finetune:
+        b = results["stages"].get("baseline_ft")
     if b and p:
         key = split
         if b.get(key) and p.get(key):
-            lines.append(f"PointCMT - baseline: {100 * (p[key]['oa'] - b[key]['oa']):+.2f} OA, "
+            ref = "plain fine-tune" if finetune else "baseline"
+            lines.append(f"PointCMT - {ref}: {100 * (p[key]['oa'] - b[key]['oa']):+.2f} OA, "
                          f"{100 * (p[key]['macc'] - b[key]['macc']):+.2f} mAcc ({key} split)")
     return "\n".join(lines)
 
@@ -570,11 +678,14 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
     t_views = teacher_transforms(cfg, out)
     train_v, val_v = _with_transform(train_t, t_views), _with_transform(val_t, t_views)
     stage_dir = out / "teacher"
-    done = _read_done(stage_dir, cfg.resume)
+    settings = cfg.settings("teacher")
+    done = _read_done(stage_dir, cfg.resume, settings, log)
+    teacher_trained = done is None
     if done is not None:
         teacher = load_teacher(stage_dir / "teacher.pt").to(device)
         log(f"teacher: reusing {stage_dir / 'teacher.pt'}")
     else:
+        common["resume"] = _start_stage(stage_dir, settings, cfg.resume, main, log)
         log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px, "
             f"{cfg.teacher_epochs} epochs)")
         seed_everything(cfg.seed)
@@ -606,7 +717,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
 
     # ------------------------------------------------- teacher features
     feat_path = out / "teacher_features.pt"
-    if not (cfg.resume and feat_path.is_file()):
+    if teacher_trained or not (cfg.resume and feat_path.is_file()):
         if main:
             log("caching teacher features of the training split (train + val)")
             compute_teacher_features(teacher, _concat(train_v, val_v),
@@ -620,11 +731,15 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
 
     # ------------------------------------------------------------ stage II
     stage_dir = out / "cmpg"
-    done = _read_done(stage_dir, cfg.resume)
+    settings = cfg.settings("cmpg")
+    done = None if teacher_trained else _read_done(stage_dir, cfg.resume, settings, log)
+    cmpg_trained = False
     if done is not None:
         cmpg = load_cmpg(stage_dir / "cmpg.pt").to(device)
         log(f"cmpg: reusing {stage_dir / 'cmpg.pt'}")
     else:
+        common["resume"] = _start_stage(stage_dir, settings, cfg.resume and not teacher_trained,
+                                        main, log)
         log(f"stage II: CMPG ({teacher.feat_dim} -> {cfg.cmpg_points} points, "
             f"{cfg.cmpg_epochs} epochs)")
         seed_everything(cfg.seed)
@@ -634,6 +749,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
                          epochs=cfg.cmpg_epochs, batch_size=cfg.batch_size, out_dir=stage_dir,
                          **common)
         cmpg = res.model
+        cmpg_trained = True
         done = {"val_emd": res.history.best_metric,
                 "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
         _write_done(stage_dir, done, main)
@@ -646,28 +762,48 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
     test_loader = (DataLoader(_with_transform(test, student_transforms(False)),
                               batch_size=cfg.batch_size) if test is not None else None)
     val_loader = DataLoader(val_s, batch_size=cfg.batch_size)
-    for run in ("baseline", "pointcmt"):
-        if run not in cfg.stages:
+    finetune = cfg.protocol == "finetune"
+    runs = ("baseline", "baseline_ft", "pointcmt") if finetune else ("baseline", "pointcmt")
+    upstream_retrained = {"baseline": False}
+    for run in runs:
+        # Fine-tuning needs the converged baseline, whatever `stages` says.
+        wanted = run in cfg.stages or (finetune and (
+            run == "baseline" or (run == "baseline_ft" and "baseline" in cfg.stages)))
+        if not wanted:
             continue
         stage_dir = out / run
         seed_everything(cfg.seed)               # same initial student in both runs
         student = get_model(cfg.model, num_classes)
-        done = _read_done(stage_dir, cfg.resume)
+        settings = cfg.settings(run)
+        retrain_upstream = (run == "pointcmt" and (teacher_trained or cmpg_trained)) or (
+            finetune and run != "baseline" and upstream_retrained["baseline"])
+        done = None if retrain_upstream else _read_done(stage_dir, cfg.resume, settings, log)
+        if run == "baseline":
+            upstream_retrained["baseline"] = done is None
         if done is not None:
             student.load_state_dict(torch.load(stage_dir / "student.pt", map_location="cpu"))
             student.to(device)
             log(f"{run}: reusing {stage_dir / 'student.pt'}")
         else:
-            if run == "baseline":
+            common["resume"] = _start_stage(stage_dir, settings,
+                                            cfg.resume and not retrain_upstream, main, log)
+            epochs, lr = cfg.epochs, cfg.lr
+            if finetune and run != "baseline":
+                # Both fine-tune arms start from the selected baseline weights.
+                student.load_state_dict(torch.load(out / "baseline" / "student.pt",
+                                                   map_location="cpu"))
+                epochs, lr = cfg.finetune_epochs, cfg.finetune_lr
+            if run != "pointcmt":
                 model, train_s = student, _with_transform(train, student_transforms(True))
             else:
                 model = CrossModalDistiller(student, teacher, cmpg,
                                             **distiller_kwargs(cfg, len(train)))
                 train_s = _with_transform(train, student_transforms(True, [attach]))
-            log(f"stage III: {cfg.model} {'with PointCMT' if run == 'pointcmt' else 'baseline'}"
-                f" ({cfg.epochs} epochs, {cfg.num_points} points)")
-            res = train_student(model, train_s, val_s, epochs=cfg.epochs,
-                                batch_size=cfg.batch_size, lr=cfg.lr, out_dir=stage_dir,
+            log(f"stage III: {cfg.model} {RUN_LABELS[run]} ({epochs} epochs"
+                + (f" from the baseline, lr {lr:g}" if finetune and run != "baseline" else "")
+                + f", {cfg.num_points} points)")
+            res = train_student(model, train_s, val_s, epochs=epochs,
+                                batch_size=cfg.batch_size, lr=lr, out_dir=stage_dir,
                                 num_classes=num_classes, **common)
             student = res.model.student if run == "pointcmt" else res.model
             test_res = _evaluate(student, test_loader, device, num_classes)
@@ -690,8 +826,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
             split = "test" if test is not None else "val"
             plot_confusion_matrix(torch.tensor(done["confusion"]), out / f"confusion_{run}.png",
                                   class_names=classes,
-                                  title=f"{cfg.model}{' + PointCMT' if run == 'pointcmt' else ''}"
-                                        f" ({split})")
+                                  title=f"{cfg.model} {RUN_LABELS[run]} ({split})")
         except _Skip:
             pass
         except Exception as exc:

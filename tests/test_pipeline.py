@@ -145,3 +145,58 @@ def test_example_under_torchrun_two_cpu_processes(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["stages"]["pointcmt"]["test"]["num_samples"] == 9
     assert (tmp_path / "pointcmt" / "student.pt").is_file()
+
+
+def test_resume_retrains_a_stage_whose_settings_changed(tiny_run, capsys, tmp_path):
+    """--resume with another PointCMT weight retrains PointCMT (and says so),
+    but reuses the teacher, CMPG and baseline whose settings did not change."""
+    import shutil
+    out, results = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    again = run_pipeline(PipelineConfig(out=str(copy), resume=True, w_fe=0.0, w_ce=0.0,
+                                        w_kd=0.0, **TINY))
+    log = capsys.readouterr().out
+    for stage in ("teacher", "cmpg", "baseline"):
+        assert f"{stage}: reusing" in log
+    assert "pointcmt: reusing" not in log
+    assert "pointcmt: settings changed" in log and "w_fe: 3.0 -> 0.0" in log
+    saved = json.loads((copy / "pointcmt" / "settings.json").read_text())
+    assert saved["w_fe"] == 0.0 and saved["recipe"] == "balanced"
+    # With every weight 0 the PointCMT run is the baseline, bit for bit.
+    base = torch.load(copy / "baseline" / "student.pt")
+    point = torch.load(copy / "pointcmt" / "student.pt")
+    assert all(torch.equal(base[k], point[k]) for k in base)
+    assert again["stages"]["pointcmt"]["test"] == results["stages"]["baseline"]["test"]
+    # A changed teacher setting retrains every stage after it.
+    run_pipeline(PipelineConfig(out=str(copy), resume=True, **{**TINY, "teacher_epochs": 2}))
+    log = capsys.readouterr().out
+    assert "teacher: settings changed" in log and "teacher_epochs: 1 -> 2" in log
+    assert "cmpg: reusing" not in log and "pointcmt: reusing" not in log
+    assert "baseline: reusing" in log
+
+
+def test_finetune_protocol_starts_both_arms_from_the_baseline(tmp_path, monkeypatch):
+    import pointcmt_pyg.train as train_mod
+    starts = {}
+    real = train_mod.train_student
+
+    def spy(model, *args, out_dir=None, **kwargs):
+        student = getattr(model, "student", model)
+        starts[Path(out_dir).name] = ({k: v.clone() for k, v in student.state_dict().items()},
+                                      kwargs["epochs"], kwargs["lr"])
+        return real(model, *args, out_dir=out_dir, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_student", spy)
+    results = run_pipeline(PipelineConfig(out=str(tmp_path), protocol="finetune",
+                                          finetune_epochs=1, **TINY))
+    assert set(starts) == {"baseline", "baseline_ft", "pointcmt"}
+    selected = torch.load(tmp_path / "baseline" / "student.pt")
+    for arm in ("baseline_ft", "pointcmt"):
+        state, epochs, lr = starts[arm]
+        assert epochs == 1 and lr == pytest.approx(1e-4)
+        assert all(torch.equal(state[k], selected[k]) for k in selected)
+    # The from-scratch baseline starts elsewhere (a fresh initialisation).
+    assert any(not torch.equal(starts["baseline"][0][k], selected[k]) for k in selected)
+    assert "PointCMT - plain fine-tune" in results["table"]
+    assert "+ plain fine-tune" in results["table"]
