@@ -134,6 +134,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--teacher-points", type=int, default=d.teacher_points,
                    help="points the teacher's views are projected from when the data has no "
                         "meshes (default: every stored point, more than the student's --num-points)")
+    p.add_argument("--teacher-augment", action="store_true", default=d.teacher_augment,
+                   help="mirror and shift the teacher's training views")
     p.add_argument("--cmpg-points", type=int, default=d.cmpg_points,
                    help="points the CMPG generates (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,
@@ -523,7 +525,7 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
                         _with_transform(val, transform), epochs=cfg.teacher_epochs,
                         batch_size=cfg.teacher_batch_size, lr=cfg.teacher_lr, out_dir=out,
                         device=device, seed=cfg.seed, num_workers=args.workers,
-                        progress=cfg.progress, resume=args.resume)
+                        progress=cfg.progress, resume=args.resume, augment=args.augment)
     _write_json(out / "teacher_config.json",
                 {"num_views": cfg.num_views, "image_size": cfg.image_size, "up": cfg.up,
                  "views": str(views.resolve()), "backbone": cfg.backbone, "data": cfg.data,
@@ -845,6 +847,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"epochs (default: {_default('teacher_epochs')})")
     p.add_argument("--batch-size", type=int, default=d.teacher_batch_size, help="batch size")
     p.add_argument("--lr", type=float, default=d.teacher_lr, help="learning rate (AdamW)")
+    p.add_argument("--augment", action="store_true", default=d.teacher_augment,
+                   help="mirror and shift the training views")
     p.add_argument("--out", default=str(RUN_DIR / "teacher"), help="output directory")
     _add_run_arguments(p, d)
     p.set_defaults(func=_cmd_train_teacher)

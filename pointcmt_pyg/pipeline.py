@@ -52,7 +52,7 @@ RUN_LABELS = {"baseline": "baseline", "baseline_ft": "plain fine-tune",
 STAGE_SETTINGS: Dict[str, Tuple[str, ...]] = {
     "data": ("data", "num_points", "val_fraction", "seed", "max_train", "synthetic_classes",
              "synthetic_train_per_class", "synthetic_test_per_class"),
-    "teacher": ("teacher_points", "num_views", "image_size", "up", "backbone", "teacher_epochs",
+    "teacher": ("teacher_points", "teacher_augment", "num_views", "image_size", "up", "backbone", "teacher_epochs",
                 "teacher_batch_size", "teacher_lr"),
     "cmpg": ("cmpg_points", "cmpg_epochs", "batch_size"),
     "baseline": ("model", "epochs", "batch_size", "lr"),
@@ -89,6 +89,8 @@ class PipelineConfig:
             every point the file stores (ModelNet10 ``.pcd``: 1,024), so the
             images show more than the ``num_points`` the student gets, which
             is the premise of PointCMT; an int samples that many.
+        teacher_augment (bool): Mirror and shift the teacher's training views
+            (:func:`~pointcmt_pyg.train.stages.augment_views`).
         up (int): Up axis of the shapes for the cameras: ``2`` (z, ModelNet),
             ``1`` (y, ScanObjectNN and ``normal_resampled`` ModelNet).
         val_fraction (float): Share of the training split carved out for
@@ -139,6 +141,7 @@ class PipelineConfig:
     image_size: int = 64
     backbone: str = "resnet18"
     teacher_points: Optional[int] = None
+    teacher_augment: bool = False
     cmpg_points: int = 1024
     up: int = 2
     val_fraction: float = 0.1
@@ -692,7 +695,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
         teacher = MultiViewTeacher(num_classes, backbone=cfg.backbone, in_channels=1)
         res = train_teacher(teacher, train_v, val_v, epochs=cfg.teacher_epochs,
                             batch_size=cfg.teacher_batch_size, lr=cfg.teacher_lr,
-                            out_dir=stage_dir, **common)
+                            augment=cfg.teacher_augment, out_dir=stage_dir, **common)
         teacher = res.model
         wrapped = teacher_eval_wrapper(teacher)
         done = {"val": _summary(_evaluate(wrapped, DataLoader(

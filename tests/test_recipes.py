@@ -194,3 +194,26 @@ def test_teacher_margin_warns_when_the_teacher_is_not_better(capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert teacher_margin(0.95, 0.92) == pytest.approx(0.03)
+
+
+def test_augment_views_mirrors_and_shifts_each_shape_as_a_whole():
+    from pointcmt_pyg.train.stages import augment_views
+    views = torch.zeros(64, 3, 1, 8, 8)
+    views[:, :, :, 3, 2] = 1.0                               # one lit pixel per view
+    torch.manual_seed(0)
+    out = augment_views(views, max_shift=1)
+    assert out.shape == views.shape
+    flipped = 0
+    for b in range(64):
+        lit = [tuple(torch.nonzero(out[b, v, 0]).tolist()[0]) for v in range(3)]
+        assert len(set(lit)) == 1                            # the same move for all views
+        r, c = lit[0]
+        assert abs(r - 3) <= 1 and (abs(c - 2) <= 1 or abs(c - 5) <= 1)
+        flipped += abs(c - 5) <= 1
+    assert 16 < flipped < 48                                 # about half mirrored
+    assert torch.equal(augment_views(views, max_shift=0, generator=torch.Generator().manual_seed(1))
+                       .sum(), views.sum())
+    with pytest.raises(ValueError, match="max_shift"):
+        augment_views(views, max_shift=-1)
+    with pytest.raises(ValueError, match="views"):
+        augment_views(views[0])

@@ -168,11 +168,42 @@ def _views_of(batch: Any, in_channels: Optional[int]) -> Tensor:
     return views
 
 
+def augment_views(views: Tensor, max_shift: int = 4,
+                  generator: Optional[torch.Generator] = None) -> Tensor:
+    r"""Image augmentation of a batch of multi-view renderings
+    ``[B, V, C, H, W]``: each shape's views are mirrored left-right with
+    probability 1/2 (all its views together: the image of the mirrored
+    shape) and shifted by the same random offset of up to ``max_shift``
+    pixels in x and y (zero padding, as the empty background). Draws from
+    torch's RNG (or ``generator``), so seeded runs and resumes repeat.
+    """
+    if views.dim() != 5:
+        raise ValueError(f"views must be [B, V, C, H, W], got {tuple(views.shape)}")
+    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
+        raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
+    B, H, W = views.size(0), views.size(-2), views.size(-1)
+    flip = torch.rand(B, generator=generator) < 0.5
+    shifts = torch.randint(-max_shift, max_shift + 1, (B, 2), generator=generator)
+    out = torch.where(flip.view(B, 1, 1, 1, 1).to(views.device), views.flip(-1), views)
+    if max_shift == 0:
+        return out
+    padded = F.pad(out, (max_shift,) * 4)
+    rows = []
+    for b in range(B):
+        dy, dx = (max_shift + int(shifts[b, 0]), max_shift + int(shifts[b, 1]))
+        rows.append(padded[b, ..., dy:dy + H, dx:dx + W])
+    return torch.stack(rows)
+
+
 def teacher_step(model: nn.Module, batch: Any, label_smoothing: float = 0.1,
-                 in_channels: Optional[int] = None) -> Tuple[Tensor, Tensor, Tensor]:
+                 in_channels: Optional[int] = None,
+                 augment: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     r"""One teacher batch: ``logits = model(batch.views)``, label-smoothing CE
-    against ``batch.y``."""
+    against ``batch.y``; with ``augment`` (training mode only) the views go
+    through :func:`augment_views` first."""
     views = _views_of(batch, in_channels)
+    if augment and model.training:
+        views = augment_views(views)
     logits = model(views)
     labels = check_labels(batch.y, logits)
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing), logits, labels
@@ -184,7 +215,7 @@ def train_teacher(teacher: nn.Module, train_set: Any, val_set: Any = None, *, ep
                   device: Any = None, out_dir: Optional[PathLike] = None, seed: int = 0,
                   num_workers: int = 0, resume: Any = None, progress: bool = True,
                   compile: Any = False, select: str = "val_oa",
-                  min_lr_ratio: float = 0.01) -> StageResult:
+                  min_lr_ratio: float = 0.01, augment: bool = False) -> StageResult:
     r"""Stage I: trains the multi-view image teacher on rendered views.
 
     Args:
@@ -199,6 +230,8 @@ def train_teacher(teacher: nn.Module, train_set: Any, val_set: Any = None, *, ep
         optimizer (str): ``"adamw"``, ``"adam"`` or ``"sgd"``.
         device, out_dir, seed, num_workers, resume, progress, compile, select:
             See :class:`~pointcmt_pyg.train.Trainer` and its ``fit``.
+        augment (bool): Mirror and shift the training views
+            (:func:`augment_views`). (default: ``False``)
 
     Returns:
         StageResult: With ``out_dir``, also writes ``out_dir/teacher.pt`` on
@@ -214,7 +247,7 @@ def train_teacher(teacher: nn.Module, train_set: Any, val_set: Any = None, *, ep
     train_loader = _as_loader(train_set, "train_set", batch_size, True, seed, num_workers)
     val_loader = _as_loader(val_set, "val_set", batch_size, False, seed, num_workers)
     in_channels = getattr(teacher, "in_channels", None)
-    step = partial(teacher_step, label_smoothing=label_smoothing,
+    step = partial(teacher_step, label_smoothing=label_smoothing, augment=bool(augment),
                    in_channels=in_channels if isinstance(in_channels, int) else None)
     result = _run(teacher, step, train_loader, val_loader, epochs=epochs, lr=lr,
                   weight_decay=weight_decay, optimizer=optimizer, grad_accum=grad_accum,
