@@ -714,6 +714,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _config(args, model=name, num_points=num_points, batch_size=args.batch_size)
     device = _device(args.device)
     full_train, test, classes, desc = _load_data(cfg)
+    trained_on = saved.get("classes")
+    if trained_on and list(trained_on) != list(classes):
+        raise InputError(f"--data {cfg.data!r} has the classes {classes}, but the student in "
+                         f"{weights} was trained on {list(trained_on)} (same classes, same order "
+                         "needed)")
     if args.split == "test":
         if test is None:
             raise InputError(f"--split test: {desc} has no test split (use --split val)")

@@ -815,6 +815,11 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
                     "confusion": (test_res or val_res)["confusion"],
                     "epoch_seconds": _epoch_seconds(res.history),
                     "history": res.history.to_dict()}
+            if main:         # what `pointcmt-pyg evaluate --weights .../student.pt` reads
+                _write_json(stage_dir / "student_config.json",
+                            {"model": cfg.model, "num_classes": num_classes, "classes": classes,
+                             "num_points": cfg.num_points, "data": cfg.data,
+                             "pointcmt": run == "pointcmt", "val_oa": done["val"]["oa"]})
             _write_done(stage_dir, done, main)
         histories[run] = History.from_dict(done["history"])
         results["stages"][run] = {k: done[k] for k in ("val", "test", "epoch_seconds")}

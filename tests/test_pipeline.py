@@ -200,3 +200,23 @@ def test_finetune_protocol_starts_both_arms_from_the_baseline(tmp_path, monkeypa
     assert any(not torch.equal(starts["baseline"][0][k], selected[k]) for k in selected)
     assert "PointCMT - plain fine-tune" in results["table"]
     assert "+ plain fine-tune" in results["table"]
+
+
+def test_cli_evaluate_scores_a_pipeline_student_and_checks_the_classes(tiny_run, capsys):
+    """`pointcmt-pyg evaluate --weights <run>/pointcmt/student.pt --data ...` needs no
+    --model (student_config.json beside the weights) and refuses other classes."""
+    import re
+    from pointcmt_pyg.cli import main
+    out, results = tiny_run
+    data = ["--synthetic-classes", "3", "--synthetic-train-per-class", "8",
+            "--synthetic-test-per-class", "3", "--val-fraction", "0.25", "--no-progress",
+            "--device", "cpu"]
+    assert main(["evaluate", "--weights", str(out / "pointcmt" / "student.pt"), *data]) == 0
+    m = re.search(r"\((\d+) shapes\): OA (\d+\.\d\d)%", capsys.readouterr().out)
+    assert m and int(m.group(1)) == 9
+    assert float(m.group(2)) == pytest.approx(100 * results["stages"]["pointcmt"]["test"]["oa"],
+                                              abs=0.006)
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--weights", str(out / "pointcmt" / "student.pt"),
+              *[("4" if a == "3" and i == 1 else a) for i, a in enumerate(data)]])
+    assert "was trained on" in capsys.readouterr().err
