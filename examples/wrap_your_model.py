@@ -133,12 +133,13 @@ def main(argv=None) -> int:
         print(f"cmpg: trained 2 epochs, val EMD {res.history.best_metric:.3f}")
 
     # -----------------------------------------------------------------------
-    # 4. The three lines. The distiller freezes teacher and CMPG, and adds
-    #    learnable projections because MyPointNet's feature (256) is not the
-    #    teacher's (512); trainable_parameters() = your model's + theirs. With
-    #    a projection, a fourth term ("projection": your detached head's label
-    #    CE on the projected teacher feature) trains it, and the KL treats the
-    #    head's prediction on it as a fixed target (see RESULTS.md for why).
+    # 4. The three lines. The distiller freezes teacher and CMPG, and adds a
+    #    learnable projection because MyPointNet's feature (256) is not the
+    #    teacher's (512); trainable_parameters() = your model's + its. The
+    #    default recipe ("balanced", chosen on validation, see RESULTS.md) adds
+    #    to the label CE the feature enhancement (CMPG + EMD, w_fe = 3, ramped
+    #    in when warmup_steps is given) and Hinton KD from the teacher's own
+    #    classifier ("kd", T = 4); recipe="official" is the paper's exact loss.
     # -----------------------------------------------------------------------
     net = MyPointNet(args.classes)
     model = CrossModalDistiller(net, teacher, cmpg)

@@ -38,13 +38,13 @@ def test_wrap_your_model_runs_and_checks_eval_equality():
     out = proc.stdout
     assert "check: eval forward of the wrapped model equals the plain model: True" in out
     assert "student feature 256 -> teacher feature 512" in out
-    # 256 != 512: the projection term is there too (see CrossModalDistiller).
+    # The default recipe: CE + feature enhancement + Hinton KD (no head-on-teacher KL).
     steps = re.findall(r"step (\d+): loss (\S+) = ce (\S+)  feature (\S+)  classifier (\S+)"
-                       r"  projection (\S+)", out)
+                       r"  kd (\S+)", out)
     assert [int(s[0]) for s in steps] == list(range(1, 9))
-    for _, loss, ce, fe, cl, proj in steps:      # the total is the sum of the printed terms
-        assert float(loss) == pytest.approx(float(ce) + float(fe) + float(cl) + float(proj), abs=3e-4)
-        assert float(fe) > 0 and float(ce) > 0 and float(proj) > 0
+    for _, loss, ce, fe, cl, kd in steps:        # the total is the sum of the printed terms
+        assert float(loss) == pytest.approx(float(ce) + float(fe) + float(cl) + float(kd), abs=3e-4)
+        assert float(fe) > 0 and float(ce) > 0 and float(kd) > 0 and float(cl) == 0
 
 
 # --------------------------------------------------------------------- scanobjectnn.py
