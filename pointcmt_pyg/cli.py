@@ -341,10 +341,12 @@ def _device(name: str) -> Any:
     return dev
 
 
-def _load_data(cfg: Any) -> Tuple[Any, Optional[Any], List[str], str]:
+def _load_data(cfg: Any, for_teacher: bool = False) -> Tuple[Any, Optional[Any], List[str], str]:
+    r"""The pipeline's :func:`~pointcmt_pyg.pipeline.load_data` (``for_teacher``:
+    the clouds the views are projected from, as the pipeline renders them)."""
     from .pipeline import load_data
     with _inputs():
-        return load_data(cfg)
+        return load_data(cfg, for_teacher=for_teacher)
 
 
 def _split(full_train: Any, cfg: Any) -> Tuple[Any, Any]:
@@ -354,10 +356,9 @@ def _split(full_train: Any, cfg: Any) -> Tuple[Any, Any]:
 
 
 def _with_transform(dataset: Any, transform: Any) -> Any:
-    r"""A view of ``dataset`` with ``transform`` (the dataset itself is untouched)."""
-    view = dataset.index_select(list(range(len(dataset))))
-    view.transform = transform
-    return view
+    r"""A view of ``dataset`` with ``transform`` (the pipeline's helper)."""
+    from .pipeline import _with_transform as with_transform
+    return with_transform(dataset, transform)
 
 
 def _view_transform(cfg: Any, cache_dir: Path) -> Any:
@@ -456,7 +457,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
     from .render import save_montage
     cfg = _config(args)
-    train, test, classes, desc = _load_data(cfg)
+    train, test, classes, desc = _load_data(cfg, for_teacher=True)
     if args.split in ("test", "all") and test is None:
         raise InputError(f"--split {args.split}: {desc} has no test split")
     if args.montage < 0:
@@ -508,7 +509,7 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     cfg = _config(args, teacher_epochs=args.epochs, teacher_batch_size=args.batch_size,
                   teacher_lr=args.lr)
     device = _device(args.device)
-    full_train, _, classes, desc = _load_data(cfg)
+    full_train, _, classes, desc = _load_data(cfg, for_teacher=True)
     train, val = _split(full_train, cfg)
     out = Path(args.out).expanduser()
     views = Path(args.views).expanduser() if args.views else out / "views"
@@ -546,7 +547,7 @@ def _cmd_cache_features(args: argparse.Namespace) -> int:
                  for k in ("num_views", "image_size", "up")}
     cfg = _config(args, **overrides)
     device = _device(args.device)
-    train, _, classes, desc = _load_data(cfg)
+    train, _, classes, desc = _load_data(cfg, for_teacher=True)
     _check_classes(f"the teacher {teacher_path}", teacher.num_classes, classes)
     views = (Path(args.views).expanduser() if args.views else
              Path(saved["views"]) if saved.get("views") else teacher_path.parent / "views")
@@ -627,6 +628,10 @@ def _cmd_distill(args: argparse.Namespace) -> int:
             raise InputError("mismatched feature sizes: " + ", ".join(
                 f"{k} {v}" for k, v in sizes.items())
                 + " (use the teacher, features and CMPG of one run)")
+        if teacher_path is None and cfg.w_kd > 0:
+            raise InputError(f"--recipe {cfg.recipe} uses the teacher's own classifier (Hinton KD, "
+                             f"w_kd {cfg.w_kd:g}): give --teacher (e.g. "
+                             f"{RUN_DIR / 'teacher' / 'teacher.pt'}), or --w-kd 0")
     full_train, test, classes, desc = _load_data(cfg)
     if cache is not None:
         _check_cache_covers(cache, full_train, feat_path)

@@ -319,3 +319,14 @@ def test_stages_render_the_pipelines_teacher_input(chain):
     a, b = transform(data.clone()), teacher_transforms(cfg)(data.clone())  # cached, fresh
     assert torch.equal(a.views, b.views) and torch.equal(a.pos, b.pos)
     assert "mesh_pos" not in a
+
+
+def test_distill_default_recipe_needs_the_teacher_for_kd(chain, capsys, tmp_path):
+    root, _ = chain
+    args = ["distill", *DATA, "--features", str(root / "features.pt"), "--cmpg",
+            str(root / "cmpg" / "cmpg.pt"), "--epochs", "1", "--batch-size", "8"]
+    msg = _fails(capsys, *args, "--out", str(tmp_path / "a"))
+    assert "--teacher" in msg and "Hinton KD" in msg and "--w-kd 0" in msg
+    # Without the KD term (or with the official recipe) the teacher is not needed.
+    assert "with PointCMT" in _run(*args, "--recipe", "official", "--out", str(tmp_path / "b"),
+                                   *QUIET)
