@@ -874,14 +874,3 @@ def teacher_eval_wrapper(teacher: torch.nn.Module) -> torch.nn.Module:
 def _concat(*datasets: Any) -> Any:
     from torch.utils.data import ConcatDataset
     return ConcatDataset(list(datasets))
-
-
-def main_entry(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:  # pragma: no cover
-    r"""``python -m pointcmt_pyg.pipeline`` (same flags as ``examples/modelnet40.py``)."""
-    from .cli import pipeline_parser, config_from_args
-    args = pipeline_parser().parse_args(argv)
-    return run_pipeline(config_from_args(args))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main_entry(sys.argv[1:])
