@@ -514,13 +514,13 @@ def test_synthetic_twins_differ_only_by_a_fine_detail(plain, detailed):
         (va, fa), (vb, fb) = _twin_meshes(plain, detailed, seed)
         size = float((va.max(0) - va.min(0)).max())
         # Same coarse shape: the bounding boxes agree up to the detail's size
-        # (rings and studs stick out by ~3.5 % of the longest side, a handle more).
-        tol = 0.04 * size if detailed != "mug" else 0.35 * size
+        # (rings and studs stick out by about _DETAIL of the longest side, a handle more).
+        tol = 1.5 * synthetic_module._DETAIL * size if detailed != "mug" else 0.35 * size
         assert np.abs(va.min(0) - vb.min(0)).max() <= tol and np.abs(va.max(0) - vb.max(0)).max() <= tol
-        # The detail changes the surface by a little only, so few of the
-        # sampled points land on it...
+        # The detail changes the surface area by at most about a half, so a
+        # minority of the sampled points lands on it...
         ratio = _area(vb, fb) / _area(va, fa)
-        assert 0.75 < ratio < 1.45, ratio
+        assert 0.75 < ratio < 1.7, ratio
         # ... but the 64 px depth views show it: silhouettes or depths differ.
         scale = 1.0 / max(float((np.concatenate([va, vb]).max(0) - np.concatenate([va, vb]).min(0)).max()), 1e-9)
         centre = (np.concatenate([va, vb]).max(0) + np.concatenate([va, vb]).min(0)) / 2
