@@ -74,9 +74,9 @@ class PipelineConfig:
             (``<class>/<split>/<name>.<ext>``).
         model (str): Student, one of :func:`pointcmt_pyg.models.list_models`.
         epochs (int, optional): Student epochs (each of the two runs). Default:
-            ``8`` on synthetic data, ``50`` otherwise.
+            ``16`` on synthetic data, ``50`` otherwise.
         teacher_epochs, cmpg_epochs (int, optional): Stage I and II epochs.
-            Default: ``8``/``10`` on synthetic data, ``30``/``50`` otherwise.
+            Default: ``5``/``10`` on synthetic data, ``30``/``50`` otherwise.
         num_points (int, optional): Points per cloud given to the student.
             Default: ``512`` on synthetic data, ``1024`` otherwise.
         batch_size (int, optional): Student and CMPG batch size
@@ -96,7 +96,9 @@ class PipelineConfig:
         val_fraction (float): Share of the training split carved out for
             validation (stratified, seeded).
         synthetic_classes, synthetic_train_per_class, synthetic_test_per_class:
-            Size of the embedded dataset.
+            Size of the embedded dataset (default 10 classes, the five
+            fine-detail twins; 30 training and 50 test shapes per class, so
+            the test split has 500 shapes).
         max_train (int, optional): Keep at most this many training shapes
             (a stratified, seeded subset; for quick runs).
         recipe (str): Stage-III loss recipe (:mod:`pointcmt_pyg.nn.recipes`):
@@ -147,7 +149,7 @@ class PipelineConfig:
     val_fraction: float = 0.1
     synthetic_classes: int = 10
     synthetic_train_per_class: int = 30
-    synthetic_test_per_class: int = 10
+    synthetic_test_per_class: int = 50
     max_train: Optional[int] = None
     recipe: str = "balanced"
     w_fe: Optional[float] = None
@@ -199,13 +201,13 @@ class PipelineConfig:
         synthetic = self.data == "synthetic"
         cfg = dataclasses.replace(
             self,
-            epochs=self.epochs if self.epochs is not None else (8 if synthetic else 50),
+            epochs=self.epochs if self.epochs is not None else (16 if synthetic else 50),
             num_points=(self.num_points if self.num_points is not None
                         else (512 if synthetic else 1024)),
             batch_size=(self.batch_size if self.batch_size is not None
                         else (16 if synthetic else 32)),
             teacher_epochs=(self.teacher_epochs if self.teacher_epochs is not None
-                            else (8 if synthetic else 30)),
+                            else (5 if synthetic else 30)),
             cmpg_epochs=(self.cmpg_epochs if self.cmpg_epochs is not None
                          else (10 if synthetic else 50)),
             stages=tuple(self.stages))

@@ -482,3 +482,67 @@ def test_scanobjectnn_bad_files_name_the_file(tmp_path):
     _write_h5(tmp_path / "x/main_split/training_objectdataset.h5", n=2, points=512)
     with pytest.raises(ValueError, match="num_points=1024 exceeds"):
         ScanObjectNN(tmp_path / "x", variant="OBJ_BG")
+
+
+# The fine-detail twins: same coarse shape, a detail a few render pixels wide.
+TWINS = [("crate", "slatted_crate"), ("column", "ribbed_column"), ("panel", "grille"), ("cup", "mug"),
+         ("brick", "studded_brick")]
+
+
+def test_synthetic_twins_lead_the_class_list():
+    names = list(SYNTHETIC_CLASSES)
+    assert len(names) == 16 and len(set(names)) == 16
+    assert [n for pair in TWINS for n in pair] == names[:10]  # the demo's 10 classes
+
+
+def _twin_meshes(plain, detailed, seed):
+    """The same random draw of the coarse shape through both generators (raw,
+    before deformation and normalisation)."""
+    a = SYNTHETIC_CLASSES[plain](np.random.default_rng(seed))
+    b = SYNTHETIC_CLASSES[detailed](np.random.default_rng(seed))
+    return a, b
+
+
+def _area(v, f):
+    return 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1).sum()
+
+
+@pytest.mark.parametrize("plain, detailed", TWINS)
+def test_synthetic_twins_differ_only_by_a_fine_detail(plain, detailed):
+    from pointcmt_pyg.render.mesh import render_mesh
+    for seed in range(3):
+        (va, fa), (vb, fb) = _twin_meshes(plain, detailed, seed)
+        size = float((va.max(0) - va.min(0)).max())
+        # Same coarse shape: the bounding boxes agree up to the detail's size
+        # (rings and studs stick out by about _DETAIL of the longest side, a handle more).
+        tol = 1.5 * synthetic_module._DETAIL * size if detailed != "mug" else 0.35 * size
+        assert np.abs(va.min(0) - vb.min(0)).max() <= tol and np.abs(va.max(0) - vb.max(0)).max() <= tol
+        # The detail changes the surface area by at most about a half, so a
+        # minority of the sampled points lands on it...
+        ratio = _area(vb, fb) / _area(va, fa)
+        assert 0.75 < ratio < 1.7, ratio
+        # ... but the 64 px depth views show it: silhouettes or depths differ.
+        scale = 1.0 / max(float((np.concatenate([va, vb]).max(0) - np.concatenate([va, vb]).min(0)).max()), 1e-9)
+        centre = (np.concatenate([va, vb]).max(0) + np.concatenate([va, vb]).min(0)) / 2
+        views = [render_mesh(torch.from_numpy((v - centre) * scale), torch.from_numpy(f), num_views=6,
+                             image_size=64, channels=("depth",), normalize=False, num_threads=1)
+                 for v, f in ((va, fa), (vb, fb))]
+        changed = ((views[0] - views[1]).abs() > 0.01).float().mean().item()
+        assert changed > 0.004, changed  # > 100 of 24,576 pixels
+    # and the detailed class really carries its detail
+    (va, fa), (vb, fb) = _twin_meshes(plain, detailed, 0)
+    assert len(fb) > len(fa)
+
+
+def test_synthetic_grille_has_through_holes_and_panel_has_none():
+    from pointcmt_pyg.render.mesh import render_mesh
+    for name, holes in (("panel", False), ("grille", True)):
+        v, f = SYNTHETIC_CLASSES[name](np.random.default_rng(0))
+        v = (v - (v.max(0) + v.min(0)) / 2) / (v.max(0) - v.min(0)).max()
+        # the +y / -y axis views look through the plate
+        front = render_mesh(torch.from_numpy(v), torch.from_numpy(f), num_views=6, image_size=64,
+                            channels=("mask",), normalize=False, num_threads=1)[2, 0]
+        rows = front.any(1).nonzero().flatten()
+        cols = front.any(0).nonzero().flatten()
+        inner = front[rows[0] + 8:rows[-1] - 8, cols[0] + 4:cols[-1] - 4]
+        assert bool((inner < 0.5).any()) == holes
