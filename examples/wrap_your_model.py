@@ -138,8 +138,8 @@ def main(argv=None) -> int:
     #    teacher's (512); trainable_parameters() = your model's + its. The
     #    default recipe ("balanced", chosen on validation, see RESULTS.md) adds
     #    to the label CE the feature enhancement (CMPG + EMD, w_fe = 3, ramped
-    #    in when warmup_steps is given) and Hinton KD from the teacher's own
-    #    classifier ("kd", T = 4); recipe="official" is the paper's exact loss.
+    #    in when warmup_steps is given) and KD from the teacher's own
+    #    classifier ("kd", T = 1); recipe="official" is the paper's exact loss.
     # -----------------------------------------------------------------------
     net = MyPointNet(args.classes)
     model = CrossModalDistiller(net, teacher, cmpg)

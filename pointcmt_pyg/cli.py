@@ -220,8 +220,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _add_distiller_arguments(p: argparse.ArgumentParser, d: Any) -> None:
     from .nn.recipes import RECIPES
     p.add_argument("--recipe", choices=sorted(RECIPES), default=d.recipe,
-                   help="stage-III loss recipe: balanced (default, chosen on validation: "
-                        "Hinton KD T=4 + feature enhancement w_fe 3 with warm-up), official "
+                   help="stage-III loss recipe: balanced (default, chosen on validation: KD "
+                        "from the teacher's classifier at T=1 + feature enhancement w_fe 3 with "
+                        "warm-up), official "
                         "(the exact official loss: w_fe 30, w_ce 9.6, T 1) or kd (plain "
                         "Hinton KD); the flags below override single settings")
     p.add_argument("--w-fe", type=float, default=None,
