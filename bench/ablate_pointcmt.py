@@ -77,6 +77,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the student's initialisation and shuffling (default: the "
                              "run's); the validation carve, teacher and CMPG stay the run's")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="fine-tune protocol: start every variant from these student weights "
+                             "(a student.pt state_dict, or a trainer best.pt of a plain run)")
+    parser.add_argument("--tag", default="",
+                        help="suffix of the variant names in the results (e.g. _ft)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
@@ -106,6 +111,10 @@ def main() -> None:
     for name, distiller_kw, train_kw, plain in args.variant:
         seed_everything(seed)              # the same initial student for every variant
         student = get_model(cfg.model, len(classes))
+        if args.init is not None:
+            state = torch.load(args.init, map_location="cpu", weights_only=False)
+            student.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+        name = name + args.tag
         if plain:
             model, train_s = student, _with_transform(train, student_transforms(True))
         else:
@@ -125,7 +134,8 @@ def main() -> None:
         trained = res.model if plain else res.model.student
         val_res = _evaluate(trained, val_loader, device, len(classes))
         test_res = _evaluate(trained, test_loader, device, len(classes))
-        row = {"variant": name, "seed": seed, "plain": plain, "distiller": distiller_kw, "train": train_kw,
+        row = {"variant": name, "seed": seed, "plain": plain,
+               "init": None if args.init is None else str(args.init), "distiller": distiller_kw, "train": train_kw,
                "val_oa": val_res["oa"], "val_macc": val_res["macc"],
                "test_oa": None if test_res is None else test_res["oa"],
                "test_macc": None if test_res is None else test_res["macc"],
