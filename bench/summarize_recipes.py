@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="keep only rows with this many epochs")
     parser.add_argument("--png", type=Path, default=None, help="validation curves PNG")
+    parser.add_argument("--teacher", action="store_true",
+                        help="add a panel with the teacher's validation OA per epoch "
+                             "(<run>/teacher/history.json)")
     args = parser.parse_args()
 
     rows = [json.loads(line) for line in
@@ -67,7 +70,18 @@ def main() -> None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6.5, 4))
+        if args.teacher:
+            fig, (ax_t, ax) = plt.subplots(1, 2, figsize=(11, 4),
+                                           gridspec_kw={"width_ratios": [1, 1.6]})
+            records = json.loads((args.run / "teacher" / "history.json").read_text())["records"]
+            ax_t.plot([r["epoch"] for r in records], [100 * r["val_oa"] for r in records],
+                      marker="o", color="black")
+            ax_t.set_xlabel("teacher epoch")
+            ax_t.set_ylabel("validation OA (%)")
+            ax_t.set_title("teacher (images)")
+            ax_t.grid(alpha=0.3)
+        else:
+            fig, ax = plt.subplots(figsize=(6.5, 4))
         for arm in arms:
             runs = by_arm.get(arm, {})
             curves = [r["val_oa_by_epoch"] for r in runs.values() if r.get("val_oa_by_epoch")]
