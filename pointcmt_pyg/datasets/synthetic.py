@@ -337,6 +337,12 @@ def _panel_mesh(rng, perforated: bool) -> Mesh:
     hole = np.zeros((nx, nz), bool)
     if perforated:
         hole[1:-1:2, 1:-1:2] = True
+    def walls(x0, z0, x1, z1):
+        r"""The four y-spanning walls around the rectangle [x0, x1] x [z0, z1]."""
+        return [[(xa, -t / 2, za), (xb, -t / 2, zb), (xb, t / 2, zb), (xa, t / 2, za)]
+                for (xa, za), (xb, zb) in (((x0, z0), (x1, z0)), ((x1, z0), (x1, z1)),
+                                           ((x1, z1), (x0, z1)), ((x0, z1), (x0, z0)))]
+
     quads = []
     for i in range(nx):
         for j in range(nz):
@@ -344,13 +350,8 @@ def _panel_mesh(rng, perforated: bool) -> Mesh:
             if not hole[i, j]:
                 quads += [[(x0, y, z0), (x1, y, z0), (x1, y, z1), (x0, y, z1)] for y in (-t / 2, t / 2)]
             else:  # the four walls of the hole
-                for (xa, za), (xb, zb) in (((x0, z0), (x1, z0)), ((x1, z0), (x1, z1)),
-                                           ((x1, z1), (x0, z1)), ((x0, z1), (x0, z0))):
-                    quads.append([(xa, -t / 2, za), (xb, -t / 2, zb), (xb, t / 2, zb), (xa, t / 2, za)])
-    # outer rim of the plate
-    for (xa, za), (xb, zb) in (((-w / 2, 0), (w / 2, 0)), ((w / 2, 0), (w / 2, h)),
-                               ((w / 2, h), (-w / 2, h)), ((-w / 2, h), (-w / 2, 0))):
-        quads.append([(xa, -t / 2, za), (xb, -t / 2, zb), (xb, t / 2, zb), (xa, t / 2, za)])
+                quads += walls(x0, z0, x1, z1)
+    quads += walls(-w / 2, 0, w / 2, h)  # outer rim of the plate
     q = np.asarray(quads, float)  # [Q, 4, 3]
     verts = q.reshape(-1, 3)
     base = np.arange(len(q))[:, None] * 4
