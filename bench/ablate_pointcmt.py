@@ -16,7 +16,9 @@ A variant is ``name:key=value,...``; keys are ``CrossModalDistiller``
 arguments (``w_fe``, ``w_ce``, ``head``, ``temperature``,
 ``detach_head_teacher``, ``normalize_points``, ``label_smoothing``), the
 ``train_student`` arguments ``max_grad_norm``, ``weight_decay``, ``lr`` and
-``epochs``, and ``plain=1`` for the baseline. Results go to
+``epochs``, and ``plain=1`` for the baseline. ``<run>`` may also
+be a folder written by ``bench/pack_run.py`` (no views, no ResNet: the KD term
+uses the packed teacher classifier). Results go to
 ``<run>/ablation/<name>/`` and are appended to ``<run>/ablation/results.jsonl``.
 """
 import argparse
@@ -82,6 +84,7 @@ def main() -> None:
                              "(a student.pt state_dict, or a trainer best.pt of a plain run)")
     parser.add_argument("--tag", default="",
                         help="suffix of the variant names in the results (e.g. _ft)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
@@ -97,12 +100,18 @@ def main() -> None:
     attach = (AttachImageFeatures(FeatureCache.load(args.run / "teacher_features.pt"))
               if needs_teacher else None)
     cmpg = load_cmpg(args.run / "cmpg" / "cmpg.pt") if needs_teacher else None
-    teacher = load_teacher(args.run / "teacher" / "teacher.pt") if needs_teacher else None
+    teacher, classifier = None, None
+    if needs_teacher and (args.run / "teacher" / "teacher.pt").is_file():
+        teacher = load_teacher(args.run / "teacher" / "teacher.pt")
+    elif needs_teacher:  # a folder packed by bench/pack_run.py: the teacher's classifier only
+        head = torch.load(args.run / "teacher" / "classifier.pt", map_location="cpu")
+        classifier = torch.nn.Linear(head["weight"].shape[1], head["weight"].shape[0])
+        classifier.load_state_dict(head)
     val_s = _with_transform(val, student_transforms(False))
     test_loader = (DataLoader(_with_transform(test, student_transforms(False)),
                               batch_size=cfg.batch_size) if test is not None else None)
     val_loader = DataLoader(val_s, batch_size=cfg.batch_size)
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     out_root = args.run / "ablation"
     out_root.mkdir(exist_ok=True)
     print(f"{desc}; {len(train)} train / {len(val)} val; {cfg.model}, {cfg.num_points} points, "
@@ -122,6 +131,7 @@ def main() -> None:
             recipe = get_recipe(distiller_kw.get("recipe", DEFAULT_RECIPE))
             fraction = train_kw.pop("warmup_fraction", recipe.warmup_fraction)
             model = CrossModalDistiller(student, teacher, cmpg, teacher_source="cache",
+                                        teacher_classifier=classifier,
                                         warmup_steps=warmup_steps(fraction * epochs, len(train),
                                                                   cfg.batch_size),
                                         **distiller_kw)
