@@ -24,12 +24,16 @@ uses the packed teacher classifier). Results go to
 import argparse
 import dataclasses
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
 import torch
 from torch_geometric.loader import DataLoader
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from pointcmt_pyg.datasets import AttachImageFeatures, FeatureCache, train_val_split
 from pointcmt_pyg.models import get_model
@@ -43,7 +47,7 @@ DISTILLER_KEYS = {"recipe": str, "w_kd": float, "w_fe": float, "w_ce": float, "w
                   "detach_head_teacher": lambda v: v.lower() in ("1", "true", "yes"),
                   "detach_teacher_logits": lambda v: v.lower() in ("1", "true", "yes"),
                   "normalize_points": lambda v: v.lower() in ("1", "true", "yes"),
-                  "label_smoothing": float}
+                  "label_smoothing": float, "emd_eps": float}
 TRAIN_KEYS = {"max_grad_norm": float, "weight_decay": float, "lr": float, "epochs": int,
               "warmup_fraction": float}
 

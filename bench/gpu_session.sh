@@ -7,7 +7,8 @@
 #      PointCMT "balanced" and "official", several seeds, all arms the same number of
 #      epochs, chosen from a parallel step-time probe so that they finish in the budget.
 # usage: bash bench/gpu_session.sh OUT_DIR PACKED_RUN TOTAL_SECONDS
-# env: DEVICE (default cuda), SKIP_BUILD=1, SKIP_BENCH=1, SEEDS (default "0 1 2 3"), OFFICIAL_SEEDS (default "0 1")
+# env: DEVICE (default cuda), SKIP_BUILD=1, SKIP_TESTS=1, SKIP_BENCH=1, SEEDS (default "0 1 2 3"),
+#      OFFICIAL_SEEDS (default "0 1"; "none" for none), EMD_EPS (the PointCMT arms' emd_eps; default: the op's)
 set -u
 OUTD=$1; RUN=$2; TOTAL=$3
 DEVICE=${DEVICE:-cuda}; SEEDS=${SEEDS:-"0 1 2 3"}; OFFICIAL_SEEDS=${OFFICIAL_SEEDS:-"0 1"}
@@ -15,7 +16,9 @@ PY=${PY:-python3}
 T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
 mkdir -p "$OUTD"
 exec > >(tee -a "$OUTD/session.log") 2>&1
-export PYTHONUNBUFFERED=1 POINTCMT_QUIET=1 PYTHONWARNINGS=ignore
+export PYTHONUNBUFFERED=1 POINTCMT_QUIET=1 PYTHONWARNINGS=ignore PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ "$OFFICIAL_SEEDS" = none ] && OFFICIAL_SEEDS=""
+EPS_KEY=${EMD_EPS:+,emd_eps=$EMD_EPS}
 date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null
 $PY -c "import torch, torch_geometric as g; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'pyg', g.__version__)"
 
@@ -26,6 +29,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 $PY -c "import pointcmt_pyg.ops as o; print('backend', o.backend(), '| CUDA kernels:', o.has_cuda_kernels())"
 
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
 echo "== CUDA tests at $(el) s"
 XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
 timeout 180 $PY -m pytest -q -rfEs -p no:cacheprovider $XDIST -k cuda \
@@ -34,6 +38,7 @@ timeout 180 $PY -m pytest -q -rfEs -p no:cacheprovider $XDIST -k cuda \
 TESTS_RC=$?; echo "tests rc=$TESTS_RC"; tail -15 "$OUTD/pytest_cuda.log"
 if [ $TESTS_RC -ne 0 ] && [ "$DEVICE" = cuda ]; then
   echo "CUDA op tests failed: the students below run on the pure-PyTorch reference ops"; export POINTCMT_DISABLE_EXT=1
+fi
 fi
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
@@ -45,12 +50,15 @@ timeout 120 $PY bench/train_step.py --model pointnet2 pointnet2_msg dgcnn --devi
   --json "$OUTD/train_step.json"
 fi
 
-echo "== step-time probe at $(el) s"
+echo "== bench/emd_eps.py at $(el) s"
+timeout 120 $PY bench/emd_eps.py --device "$DEVICE" --run "$RUN" --repeat 3 --json "$OUTD/emd_eps.json"
+
+echo "== step-time probe at $(el) s (PointCMT emd_eps ${EMD_EPS:-default})"
 NRUNS=0; for s in $SEEDS; do NRUNS=$((NRUNS + 2)); done; for s in $OFFICIAL_SEEDS; do NRUNS=$((NRUNS + 1)); done
 PROBE=$(mktemp -d); PIDS=""   # (a bare `wait` would also wait for the tee above)
 for i in $(seq 1 $NRUNS); do
   OMP_NUM_THREADS=1 timeout 90 $PY bench/train_step.py --device "$DEVICE" --points 512 --classes 10 \
-    --steps 12 --warmup 3 --json "$PROBE/$i.json" > /dev/null 2>&1 &
+    --steps 12 --warmup 3 ${EMD_EPS:+--emd-eps $EMD_EPS} --json "$PROBE/$i.json" > /dev/null 2>&1 &
   PIDS="$PIDS $!"
 done; wait $PIDS
 EPOCHS=$($PY - "$PROBE" "$RUN" "$TOTAL" "$(el)" <<'PYEOF'
@@ -79,8 +87,8 @@ launch() {  # name variant seed
 }
 for s in $SEEDS; do
   launch baseline "baseline:plain=1,epochs=$EPOCHS" $s
-  launch balanced "balanced:recipe=balanced,epochs=$EPOCHS" $s
+  launch balanced "balanced:recipe=balanced,epochs=$EPOCHS$EPS_KEY" $s
 done
-for s in $OFFICIAL_SEEDS; do launch official "official:recipe=official,epochs=$EPOCHS" $s; done
+for s in $OFFICIAL_SEEDS; do launch official "official:recipe=official,epochs=$EPOCHS$EPS_KEY" $s; done
 wait $PIDS
 echo "== done at $(el) s"; grep "== " "$OUTD/runs.log"

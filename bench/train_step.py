@@ -48,7 +48,8 @@ def time_steps(model_name: str, distill: bool, args: argparse.Namespace) -> Dict
     if distill:
         teacher_head = torch.nn.Linear(512, args.classes)
         model = CrossModalDistiller(student, None, CMPG(512, 1024), teacher_classifier=teacher_head,
-                                    teacher_source="cache", recipe="balanced", teacher_dim=512)
+                                    teacher_source="cache", recipe="balanced", teacher_dim=512,
+                                    emd_eps=args.emd_eps)
         params = model.trainable_parameters()
     else:
         model, params = student, student.parameters()
@@ -84,6 +85,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=40)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--emd-eps", type=float, default=None,
+                        help="the distiller's emd_eps (default: the op's, 1e-3)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():

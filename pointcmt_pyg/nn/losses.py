@@ -45,6 +45,8 @@ ZhanHeshen/PointCMT):
   temperature (:math:`T = 1`); the :math:`T^2` factor keeps gradient magnitudes
   comparable across temperatures (Hinton et al., 2015).
 """
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -96,7 +98,7 @@ def label_smoothing_cross_entropy(logits: Tensor, target: Tensor,
     return -(q * log_prob).sum(dim=1).mean()
 
 
-def sqrt_emd(x: Tensor, y: Tensor) -> Tensor:
+def sqrt_emd(x: Tensor, y: Tensor, eps: Optional[float] = None) -> Tensor:
     r"""Mean over the batch and the points of the matched point distance:
     :math:`\frac{1}{BP}\sum_{b,i} \lVert x_{b,i} - y_{b,\sigma_b(i)} \rVert`
     with :math:`\sigma_b` the EMD assignment (``pointcmt_pyg.ops.emd_loss``
@@ -105,15 +107,20 @@ def sqrt_emd(x: Tensor, y: Tensor) -> Tensor:
     Args:
         x (Tensor): ``[B, P, 3]``.
         y (Tensor): ``[B, P, 3]``.
+        eps (float, optional): The assignment's certified relative gap
+            (:func:`pointcmt_pyg.ops.emd`; default: its ``DEFAULT_EPS``).
     """
     from ..ops import emd_loss  # imported lazily: ops may be built after us
 
-    return emd_loss(x, y, reduction="mean", sqrt=True)
+    if eps is None:
+        return emd_loss(x, y, reduction="mean", sqrt=True)
+    return emd_loss(x, y, reduction="mean", sqrt=True, eps=eps)
 
 
 def feature_enhancement_loss(student_feature: Tensor, teacher_feature: Tensor,
                              cmpg: nn.Module, weight: float = 30.0,
-                             normalize_points: bool = True) -> Tensor:
+                             normalize_points: bool = True,
+                             emd_eps: Optional[float] = None) -> Tensor:
     r"""Feature enhancement: the EMD between the point clouds the frozen CMPG
     generates from the student's and from the teacher's feature.
 
@@ -137,6 +144,10 @@ def feature_enhancement_loss(student_feature: Tensor, teacher_feature: Tensor,
             :func:`~pointcmt_pyg.datasets.transforms.normalize_bbox` to both
             generated clouds first, as the official code does (the CMPG is
             trained against normalised shapes). (default: ``True``)
+        emd_eps (float, optional): Certified relative gap of the EMD
+            assignment (default: :data:`pointcmt_pyg.ops.emd.DEFAULT_EPS`).
+            A looser gap is cheaper where the auction needs many rounds
+            (CUDA, unrelated clouds early in training).
 
     Returns:
         Tensor: The weighted scalar loss.
@@ -157,7 +168,7 @@ def feature_enhancement_loss(student_feature: Tensor, teacher_feature: Tensor,
         student_points = normalize_bbox(student_points)
         teacher_points = normalize_bbox(teacher_points)
     # EMD in float32 even under autocast.
-    return weight * sqrt_emd(student_points.float(), teacher_points.detach().float())
+    return weight * sqrt_emd(student_points.float(), teacher_points.detach().float(), eps=emd_eps)
 
 
 def classifier_enhancement_loss(student_logits: Tensor, teacher_logits: Tensor,
