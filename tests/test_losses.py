@@ -153,3 +153,27 @@ def test_feature_enhancement_bad_input():
 
     with pytest.raises(ValueError, match=r"\[B, P, 3\]"):
         feature_enhancement_loss(torch.randn(2, 6), torch.randn(2, 6), Flat())
+
+
+def test_feature_enhancement_emd_eps_reaches_the_op(monkeypatch):
+    """``emd_eps`` is the certified gap of the feature term's assignment: it must reach
+    the EMD op unchanged, and ``None`` must leave the op's default (1e-3) in place."""
+    import sys
+
+    emd_module = sys.modules["pointcmt_pyg.ops.emd"]
+    seen = []
+    real = emd_module.emd
+
+    def spy(x, y, eps, max_iters):
+        seen.append(eps)
+        return real(x, y, eps=eps, max_iters=max_iters)
+
+    monkeypatch.setattr(emd_module, "emd", spy)
+    torch.manual_seed(5)
+    cmpg = ReshapeCMPG(in_dim=6, num_points=64).requires_grad_(False)
+    f_s, f_t = torch.randn(2, 6), torch.randn(2, 6)
+    loose = feature_enhancement_loss(f_s, f_t, cmpg, emd_eps=0.05)
+    tight = feature_enhancement_loss(f_s, f_t, cmpg)
+    assert seen == [0.05, 1e-3] and emd_module.DEFAULT_EPS == 1e-3
+    # A 5 %-certified assignment moves the (square-rooted) loss by little, never below 0.
+    assert loose.item() == pytest.approx(tight.item(), rel=0.05)

@@ -121,6 +121,25 @@ def test_default_recipe_terms_and_warmup_on_fixed_tensors():
     assert CrossModalDistiller(DataNet(), HeadedTeacher(), StandInCMPG(), w_fe=7.0).w_fe == 7.0
 
 
+def test_distiller_passes_emd_eps_to_the_feature_terms_emd(monkeypatch):
+    import sys
+
+    emd_module = sys.modules["pointcmt_pyg.ops.emd"]
+    seen, real = [], emd_module.emd
+
+    def spy(x, y, eps, max_iters):
+        seen.append(eps)
+        return real(x, y, eps=eps, max_iters=max_iters)
+
+    monkeypatch.setattr(emd_module, "emd", spy)
+    batch = make_batch(num_graphs=4)
+    for emd_eps in (0.05, None):
+        torch.manual_seed(2)
+        model = CrossModalDistiller(DataNet(), HeadedTeacher(), StandInCMPG(), emd_eps=emd_eps)
+        assert model(batch).losses["feature"].item() > 0
+    assert seen == [0.05, emd_module.DEFAULT_EPS]
+
+
 def test_recipe_errors_name_the_argument():
     with pytest.raises(ValueError, match="recipe must be one of"):
         CrossModalDistiller(DataNet(), HeadedTeacher(), recipe="magic")
@@ -133,6 +152,10 @@ def test_recipe_errors_name_the_argument():
     with pytest.raises(ValueError, match="temperature"):
         PipelineConfig(temperature=0.0).resolved()
     assert get_recipe(Recipe(w_fe=1.0)).w_fe == 1.0
+    for bad in (-0.1, 1.0, True, "0.01"):
+        with pytest.raises(ValueError, match="emd_eps must be"):
+            CrossModalDistiller(DataNet(), HeadedTeacher(), StandInCMPG(), emd_eps=bad)
+    assert CrossModalDistiller(DataNet(), HeadedTeacher(), StandInCMPG(), emd_eps=0.01).emd_eps == 0.01
 
 
 def test_pipeline_config_takes_the_recipe_and_overrides():
