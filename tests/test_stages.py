@@ -234,36 +234,33 @@ def test_train_cmpg_computes_features_from_views_with_a_frozen_teacher():
         train_cmpg(wide, data, teacher=teacher, epochs=1, device="cpu", progress=False)
 
 
-class KilledAfter(list):
-    """A dataset whose item fetches raise KeyboardInterrupt after `limit` fetches."""
-
-    def __init__(self, items, limit):
-        super().__init__(items)
-        self.limit, self.fetches = limit, 0
-
-    def __getitem__(self, index):
-        self.fetches += 1
-        if self.fetches > self.limit:
-            raise KeyboardInterrupt("killed")
-        return super().__getitem__(index)
+def _assert_same_state(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert torch.equal(sa[name], sb[name]), name
 
 
-def test_train_teacher_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
-    train, val = make_set(12, 1), make_set(6, 2)
+def test_train_cmpg_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
+    seed_everything(0)
+    teacher = TinyTeacher()
+    train, val = make_set(12, 4, teacher), make_set(6, 5, teacher)
     kwargs = dict(epochs=3, batch_size=4, lr=1e-2, device="cpu", progress=False, seed=3)
-    seed_everything(0)
-    full = train_teacher(TinyTeacher(), train, val, out_dir=tmp_path / "full", **kwargs)
-    seed_everything(0)
+    seed_everything(1)
+    full = train_cmpg(TinyCMPG(), train, val, out_dir=tmp_path / "full", **kwargs)
+    seed_everything(1)
     with pytest.raises(KeyboardInterrupt):            # dies in epoch 2, after 5 fetches
-        train_teacher(TinyTeacher(), KilledAfter(train, 12 + 5), val,
-                      out_dir=tmp_path / "run", **kwargs)
+        train_cmpg(TinyCMPG(), KilledAfter(train, 12 + 5), val, out_dir=tmp_path / "run", **kwargs)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
     seed_everything(99)                               # a new process, another init
-    resumed = train_teacher(TinyTeacher(), train, val, out_dir=tmp_path / "run", resume=True,
-                            **kwargs)
+    resumed = train_cmpg(TinyCMPG(), train, val, out_dir=tmp_path / "run", resume=True, **kwargs)
     assert resumed.history["train_loss"] == full.history["train_loss"]
-    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert resumed.history["val_loss"] == full.history["val_loss"]
+    _assert_same_state(full.model, resumed.model)
+    # cmpg.pt (a plain state_dict for a non-package CMPG) is the selected model of both runs.
+    saved_full = torch.load(tmp_path / "full" / "cmpg.pt", weights_only=True)
+    saved_resumed = torch.load(tmp_path / "run" / "cmpg.pt", weights_only=True)
+    assert all(torch.equal(saved_full[k], saved_resumed[k]) for k in saved_full)
 
 
 # ------------------------------------------------------------------ stage III
@@ -297,6 +294,41 @@ def test_train_student_plain_and_with_pointcmt(tmp_path):
     assert torch.equal(saved["head.weight"], student.head.weight)
     # Validation loss of both runs is the same smoothed CE, so they compare.
     assert h["val_loss"][0] is not None and base.history["val_loss"][0] is not None
+
+
+def test_train_student_pointcmt_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
+    """The distiller resumes exactly: its warm-up counter ``num_steps`` (a buffer), the
+    projections between the student's (32) and the teacher's (16) feature sizes, and the
+    student, against a run that was never interrupted."""
+    from pointcmt_pyg.nn.distiller import CrossModalDistiller
+    seed_everything(0)
+    teacher = TinyTeacher()
+    cmpg = TinyCMPG()
+    train, val = make_set(12, 7, teacher), make_set(6, 8, teacher)
+    kwargs = dict(epochs=3, batch_size=4, lr=5e-3, device="cpu", progress=False, seed=3)
+
+    def distiller():
+        # official: CE-through-projection term too; warm-up spans the kill (3 steps per epoch)
+        return CrossModalDistiller(TinyStudent(), teacher=teacher, cmpg=cmpg, recipe="official",
+                                   warmup_steps=5)
+
+    seed_everything(2)
+    full = train_student(distiller(), train, val, out_dir=tmp_path / "full", **kwargs)
+    assert full.model.teacher_to_student is not None and full.model.student_to_teacher is not None
+    last_full = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    assert int(last_full["num_steps"]) == 9           # 3 epochs x 3 batches
+    seed_everything(2)
+    with pytest.raises(KeyboardInterrupt):            # dies in epoch 2, after 5 fetches
+        train_student(distiller(), KilledAfter(train, 12 + 5), val, out_dir=tmp_path / "run", **kwargs)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    seed_everything(99)                               # a new process, another init
+    resumed = train_student(distiller(), train, val, out_dir=tmp_path / "run", resume=True, **kwargs)
+    assert resumed.history["train_loss"] == full.history["train_loss"]
+    _assert_same_state(full.model, resumed.model)     # the selected model
+    last_resumed = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert last_full.keys() == last_resumed.keys()     # the last one, counter included
+    for name in last_full:
+        assert torch.equal(last_full[name], last_resumed[name]), name
 
 
 # ------------------------------------------------------------------ plots
