@@ -5,6 +5,7 @@
 when it is absent, and fail instead when ``POINTCMT_REQUIRE_DATA=1`` (CI).
 """
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,10 @@ def _seed():
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for a test's process group), never a fixed one."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

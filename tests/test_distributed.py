@@ -1,6 +1,5 @@
 """Distributed training (torchrun-style env, gloo, 2 CPU processes) matches one process."""
 import os
-import socket
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import global_mean_pool
 
+from conftest import free_port
 from pointcmt_pyg.train import Trainer, seed_everything
 from pointcmt_pyg.train.distributed import (DistributedContext, ShardSampler, init_distributed,
                                             make_loader, unwrap_model)
@@ -56,7 +56,7 @@ def _worker(rank, port, out):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    ctx = init_distributed(device="cpu", timeout_s=120)
+    ctx = init_distributed(device="cpu")
     try:
         assert (ctx.rank, ctx.world_size, ctx.backend) == (rank, WORLD, "gloo")
         train = make_loader(make_set(24, seed=1), batch_size=PER_RANK_BATCH, shuffle=True,
@@ -74,14 +74,8 @@ def _worker(rank, port, out):
         torch.distributed.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_gloo_processes_match_one_process(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"result{r}.pt", weights_only=False) for r in range(WORLD)]
 
     # One process on the same global batches: the same shuffled order
@@ -163,3 +157,120 @@ def test_make_loader_single_process_and_bad_input():
         make_loader(data, batch_size=2, shuffle=True, evaluation=True, distributed=True)
     model = Net()
     assert unwrap_model(model) is model
+
+
+# ------------------------------------------------ BatchNorm student inside CrossModalDistiller
+FEAT = 16
+
+
+class BNNet(nn.Module):
+    """A student with BatchNorm over points and a linear head on a 16-d feature."""
+
+    def __init__(self):
+        super().__init__()
+        self.point = nn.Sequential(nn.Linear(3, FEAT), nn.BatchNorm1d(FEAT), nn.ReLU(),
+                                   nn.Linear(FEAT, FEAT))
+        self.head = nn.Linear(FEAT, NUM_CLASSES)
+
+    def forward(self, data):
+        return self.head(global_mean_pool(self.point(data.pos), data.batch))
+
+
+class LinearCMPG(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.in_dim, self.num_points = FEAT, 12
+        self.lin = nn.Linear(FEAT, 3 * 12)
+
+    def forward(self, f):
+        return self.lin(f).view(f.size(0), 12, 3)
+
+
+def make_feature_set(num, seed):
+    out = make_set(num, seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    for d in out:
+        d.img_feat = torch.randn(1, FEAT, generator=g)
+    return out
+
+
+def make_distiller_trainer(out_dir, grad_accum):
+    from pointcmt_pyg.nn import CrossModalDistiller
+    seed_everything(0)
+    model = CrossModalDistiller(BNNet(), None, LinearCMPG(), teacher_source="cache",
+                                teacher_classifier=nn.Linear(FEAT, NUM_CLASSES), recipe="balanced")
+    optimizer = torch.optim.SGD(model.trainable_parameters(), lr=0.1, momentum=0.9)
+    return Trainer(model, optimizer, device="cpu", out_dir=out_dir, seed=0, progress=False,
+                   grad_accum=grad_accum)
+
+
+def _bn_worker(rank, port, out):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    init_distributed(device="cpu")
+    try:
+        train = make_loader(make_feature_set(24, seed=1), batch_size=PER_RANK_BATCH, shuffle=True,
+                            seed=5)
+        trainer = make_distiller_trainer(os.path.join(out, f"rank{rank}"), GRAD_ACCUM)
+        assert isinstance(trainer._ddp, nn.parallel.DistributedDataParallel)
+        trainer.fit(train, None, epochs=2, restore_best=False)
+        torch.save({k: v.clone() for k, v in trainer.model.named_parameters()},
+                   os.path.join(out, f"bn{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+class RankInterleavedSampler(torch.utils.data.Sampler):
+    """The 2-rank micro-batch order as one stream: rank 0's first micro-batch, rank 1's
+    first, rank 0's second, ... (each rank's shard as DistributedSampler deals it)."""
+
+    def __init__(self, n, seed):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        shards = []
+        for r in range(WORLD):   # each rank's shard of this epoch's permutation
+            sampler = DistributedSampler(range(self.n), num_replicas=WORLD, rank=r, shuffle=True,
+                                         seed=self.seed)
+            sampler.set_epoch(self.epoch)
+            shards.append(list(sampler))
+        order = []
+        for start in range(0, len(shards[0]), PER_RANK_BATCH):
+            for r in range(WORLD):
+                order += shards[r][start:start + PER_RANK_BATCH]
+        return iter(order)
+
+    def __len__(self):
+        return self.n
+
+
+def test_batchnorm_student_in_distiller_two_processes_match_per_rank_statistics(tmp_path):
+    """Under DDP on CPU, BatchNorm normalises each rank's micro-batch with that micro-batch's
+    own statistics (no SyncBatchNorm, which needs CUDA). Two gloo processes must therefore
+    equal one process that sees the same micro-batches one after another with the gradient
+    accumulated over all of them: same parameters after two epochs."""
+    mp.spawn(_bn_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"bn{r}.pt") for r in range(WORLD)]
+
+    data = make_feature_set(24, seed=1)
+    train = DataLoader(data, batch_size=PER_RANK_BATCH, sampler=RankInterleavedSampler(24, 5))
+    single = make_distiller_trainer(tmp_path / "single", grad_accum=GRAD_ACCUM * WORLD)
+    single.fit(train, None, epochs=2, restore_best=False)
+    params = dict(single.model.named_parameters())
+    for rank in ranks:
+        assert rank.keys() == params.keys()
+        for key, value in params.items():
+            torch.testing.assert_close(rank[key], value.detach(), rtol=1e-5, atol=1e-6)
+    seed_everything(0)
+    assert not torch.allclose(BNNet().head.weight, single.model.student.head.weight, atol=1e-3)
+
+    # Whole-batch statistics (what SyncBatchNorm would give) lead elsewhere: the test can tell.
+    whole = DataLoader(data, batch_size=PER_RANK_BATCH * WORLD, sampler=RankInterleavedSampler(24, 5))
+    other = make_distiller_trainer(tmp_path / "whole", grad_accum=GRAD_ACCUM)
+    other.fit(whole, None, epochs=2, restore_best=False)
+    assert not torch.allclose(other.model.student.point[0].weight, single.model.student.point[0].weight,
+                              atol=1e-4)

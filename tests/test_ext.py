@@ -55,6 +55,6 @@ def test_package_imports_and_runs_without_extension():
     )
     env = dict(os.environ, POINTCMT_DISABLE_EXT="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=ROOT, timeout=300)
+                         cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert len(eval(out.stdout.strip())) == 5

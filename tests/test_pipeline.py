@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import free_port
 from pointcmt_pyg.pipeline import DropAttributes, PipelineConfig, format_table, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def test_example_script_prints_table(tmp_path):
     for key, value in TINY.items():
         if key not in ("progress",):
             args += [f"--{key.replace('_', '-')}", str(value)]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "pointnet2 + PointCMT" in proc.stdout and "teacher (images)" in proc.stdout
     assert "stage III: pointnet2 with PointCMT" in proc.stdout
@@ -133,12 +134,12 @@ def test_example_under_torchrun_two_cpu_processes(tmp_path):
     # torchrun with 2 gloo processes: every stage trains with DDP, only rank 0
     # writes artifacts and prints the table.
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-            "--master_port", "29533", str(ROOT / "examples" / "modelnet40.py"),
+            "--master_port", str(free_port()), str(ROOT / "examples" / "modelnet40.py"),
             "--out", str(tmp_path), "--no-progress", "--device", "cpu"]
     for key, value in TINY.items():
         if key not in ("progress",):
             args += [f"--{key.replace('_', '-')}", str(value)]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("PointCMT - baseline") == 1
     assert "2 processes" in proc.stdout
