@@ -240,3 +240,52 @@ def test_augment_views_mirrors_and_shifts_each_shape_as_a_whole():
         augment_views(views, max_shift=-1)
     with pytest.raises(ValueError, match="views"):
         augment_views(views[0])
+
+
+def test_recipe_weights_are_the_documented_values():
+    """The weights a user gets without passing any: asserted as numbers, not read back from
+    the table they come from."""
+    official = CrossModalDistiller(DataNet(), HeadedTeacher(), StandInCMPG(), recipe="official")
+    assert (official.w_fe, official.w_ce, official.w_kd) == (30.0, 9.6, 0.0)
+    assert (official.label_smoothing, official.temperature) == (0.2, 1.0)
+    default = CrossModalDistiller(DataNet(), HeadedTeacher(), StandInCMPG())
+    assert default.recipe_name == "balanced"
+    assert (default.w_fe, default.w_ce, default.w_kd, default.temperature) == (3.0, 0.0, 1.0, 1.0)
+    assert RECIPES["balanced"].warmup_fraction == 0.25
+    kd = CrossModalDistiller(DataNet(), HeadedTeacher(), StandInCMPG(), recipe="kd")
+    assert (kd.w_fe, kd.w_ce, kd.w_kd, kd.temperature) == (0.0, 0.0, 1.0, 4.0)
+
+
+def test_a_forward_that_raises_does_not_advance_the_warmup_counter():
+    model = CrossModalDistiller(DataNet(), HeadedTeacher(), StandInCMPG(), teacher_source="cache",
+                                warmup_steps=4)
+    batch = make_batch(num_graphs=3)                  # views, but no img_feat
+    with pytest.raises(ValueError, match="img_feat"):
+        model(batch)
+    assert int(model.num_steps) == 0
+    batch.img_feat = torch.randn(3, 8)
+    model(batch)
+    assert int(model.num_steps) == 1
+    model.eval()
+    model(batch)                                      # evaluation forwards do not count
+    assert int(model.num_steps) == 1
+
+
+@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("num_train,batch_size", [(25, 4), (24, 2), (7, 8)])
+def test_warmup_epochs_reach_the_distiller_as_the_steps_each_process_takes(monkeypatch, world,
+                                                                          num_train, batch_size):
+    """``--warmup-epochs`` becomes the distiller's ``warmup_steps``: the number of forwards
+    each process makes in that many epochs, counted with the sampler a rank really uses."""
+    from torch.utils.data import DistributedSampler
+    from torch_geometric.loader import DataLoader
+
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    data = list(range(num_train))
+    per_rank = [len(DataLoader(data, batch_size=batch_size,
+                               sampler=DistributedSampler(data, num_replicas=world, rank=r,
+                                                          shuffle=True))) for r in range(world)]
+    assert len(set(per_rank)) == 1                   # every rank takes the same number
+    for epochs in (0.25, 1.0, 2.0):
+        cfg = PipelineConfig(warmup_epochs=epochs, batch_size=batch_size)
+        assert distiller_kwargs(cfg, num_train)["warmup_steps"] == round(epochs * per_rank[0])
