@@ -27,7 +27,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 $PY setup.py build_ext --inplace > "$OUTD/build.log" 2>&1 \
     || { echo "BUILD FAILED"; tail -40 "$OUTD/build.log"; }
 fi
-$PY -c "import pointcmt_pyg.ops as o; print('backend', o.backend(), '| CUDA kernels:', o.has_cuda_kernels())"
+$PY -c "import pointcmt_pyg.ops as o; print('backend', o.backend(), '| compiled CUDA kernels:', o.compiled_cuda_ops())"
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
 echo "== CUDA tests at $(el) s"

@@ -58,3 +58,72 @@ def test_package_imports_and_runs_without_extension():
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert len(eval(out.stdout.strip())) == 5
+
+
+# ------------------------------------------------------------------ CUDA dispatch without a GPU
+CUDA_KEYSET = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
+
+
+def test_cuda_kernels_are_compiled_when_the_build_says_so():
+    """CI builds with FORCE_CUDA=1: every op must then carry its compiled CUDA kernel, from
+    csrc/cuda/<op>_cuda.cu, not a Python fallback (a build that silently drops them fails)."""
+    if os.environ.get("FORCE_CUDA") != "1" or os.environ.get("POINTCMT_REQUIRE_EXT") != "1":
+        pytest.skip("set FORCE_CUDA=1 and POINTCMT_REQUIRE_EXT=1 (as CI does) to require CUDA kernels")
+    assert ops.backend() == "extension", ops.load_error()
+    assert ops.compiled_cuda_ops() == tuple(sorted(_ext.SCHEMAS))
+    assert ops.has_cuda_kernels()
+    for name in _ext.SCHEMAS:
+        cuda_line = next(line for line in torch._C._dispatch_dump(f"pointcmt::{name}").splitlines()
+                         if line.startswith("CUDA:"))
+        assert f"csrc/cuda/{name}_cuda.cu" in cuda_line, cuda_line
+
+
+def test_register_device_fallback_serves_cuda_dispatch_with_the_reference():
+    """A CPU-only build serves CUDA tensors with the pure-PyTorch reference. Reached at the
+    dispatcher without a GPU: an op with only a CPU kernel gets the fallback for the CUDA key,
+    and redispatching to that key (on CPU tensors) runs the reference, not the CPU kernel."""
+    code = """
+import torch, pointcmt_pyg.ops as o
+from pointcmt_pyg.ops._reference import register_device_fallback
+assert o.backend() == "extension", o.load_error()
+lib = torch.library.Library("pointcmt", "FRAGMENT")
+lib.define("fallback_probe(Tensor x) -> Tensor")
+lib.impl("fallback_probe", lambda x: x * 2, "CPU")
+assert not torch._C._dispatch_has_kernel_for_dispatch_key("pointcmt::fallback_probe", "CUDA")
+register_device_fallback("fallback_probe", lambda x: x + 1)
+register_device_fallback("fallback_probe", lambda x: x - 1)     # already served: a no-op
+op = torch.ops.pointcmt.fallback_probe.default
+x = torch.tensor([1.0, 2.0])
+assert torch.equal(op(x), x * 2)
+assert torch.equal(op.redispatch(torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA), x), x + 1)
+print("ok")
+"""
+    if ops.backend() != "extension":
+        pytest.skip("the reference backend registers its ops for every device already")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, POINTCMT_QUIET="1"))
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_cpu_only_build_answers_cuda_dispatch_like_the_cpu_kernels():
+    """In a build without CUDA kernels, the CUDA key of every op is the reference: it must give
+    the CPU kernels' indices (FPS, kNN, radius) and a certified assignment (EMD)."""
+    if ops.backend() != "extension" or ops.compiled_cuda_ops():
+        pytest.skip("needs the extension built without CUDA kernels (the CUDA key is compiled code here)")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 3, generator=g)
+    ptr, out_ptr, start = torch.tensor([0, 15, 40]), torch.tensor([0, 5, 13]), torch.zeros(2, dtype=torch.long)
+    fps = torch.ops.pointcmt.fps.default
+    assert torch.equal(fps.redispatch(CUDA_KEYSET, x, ptr, out_ptr, start, 13), fps(x, ptr, out_ptr, start, 13))
+    knn = torch.ops.pointcmt.knn.default
+    for got, want in zip(knn.redispatch(CUDA_KEYSET, x, x, ptr, ptr, 4, False), knn(x, x, ptr, ptr, 4, False)):
+        assert torch.equal(got, want)
+    radius = torch.ops.pointcmt.radius.default
+    for got, want in zip(radius.redispatch(CUDA_KEYSET, x, x, ptr, ptr, 0.3, 8), radius(x, x, ptr, ptr, 0.3, 8)):
+        assert torch.equal(got, want)
+    a, b = torch.rand(2, 16, 3, generator=g), torch.rand(2, 16, 3, generator=g)
+    dist, assignment, gap = torch.ops.pointcmt.emd.default.redispatch(CUDA_KEYSET, a, b, 1e-3, 100000)
+    assert all(sorted(row.tolist()) == list(range(16)) for row in assignment)
+    cpu_cost = torch.ops.pointcmt.emd.default(a, b, 1e-3, 100000)[0].double().sum(1)
+    cost = dist.double().sum(1)
+    assert torch.all((cost - cpu_cost).abs() <= gap.double() + 1e-3 * cpu_cost + 1e-6)

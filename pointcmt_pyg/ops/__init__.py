@@ -6,7 +6,7 @@ Drop-in replacements for ``torch_geometric.nn.fps`` / ``knn`` / ``knn_graph`` /
 which installs from PyPI with pip alone), backed by the C++/CUDA kernels in
 ``csrc/`` or, when the extension is not built, by pure-PyTorch references.
 """
-from ._ext import backend, has_cuda_kernels, load_error
+from ._ext import backend, compiled_cuda_ops, has_cuda_kernels, load_error
 from .fps import fps, fps_dense
 from .knn import knn, knn_dense, knn_graph
 from .radius import radius, radius_graph
@@ -15,6 +15,7 @@ from .emd import emd, emd_loss
 __all__ = [
     "backend",
     "has_cuda_kernels",
+    "compiled_cuda_ops",
     "load_error",
     "fps",
     "fps_dense",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -82,15 +82,23 @@ def load_error() -> Optional[str]:
     return _LOAD_ERROR
 
 
+def compiled_cuda_ops() -> Tuple[str, ...]:
+    """The ops whose CUDA kernels the loaded extension registered, read when it
+    was loaded (before any pure-PyTorch fallback for CUDA tensors was added)."""
+    return _COMPILED_CUDA_OPS
+
+
 def has_cuda_kernels() -> bool:
-    """True when the loaded extension carries CUDA kernels."""
-    if _BACKEND != "extension":
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key("pointcmt::fps", "CUDA")
+    """True when the loaded extension carries a compiled CUDA kernel for every op."""
+    return _BACKEND == "extension" and set(_COMPILED_CUDA_OPS) == set(SCHEMAS)
 
 
+_COMPILED_CUDA_OPS: Tuple[str, ...] = ()
 if _load_extension():
     _BACKEND = "extension"
+    _COMPILED_CUDA_OPS = tuple(sorted(
+        name for name in SCHEMAS
+        if torch._C._dispatch_has_kernel_for_dispatch_key(f"pointcmt::{name}", "CUDA")))
 else:
     _BACKEND = "reference"
     if not _truthy("POINTCMT_DISABLE_EXT") and not _truthy("POINTCMT_QUIET"):
