@@ -29,10 +29,37 @@ def test_normalize_bbox_centres_the_box_not_the_mean():
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(center, torch.tensor([[2.0, 1.0, 0.5]]))
     torch.testing.assert_close(scale, torch.tensor([[4.0]]))
-    # Mean-centring (the official scale()) would put the far point at 0.75 / 4 * 4 = 0.75 > 0.5.
+    # Mean-centring would put the far point at (4 - 1) / 4 = 0.75 > 0.5.
     mean_centred = _asym_cloud() - _asym_cloud().mean(0)
     assert float(mean_centred.abs().max()) / 4.0 > 0.5 + 1e-6
     assert float(out.amax(0).max()) == pytest.approx(0.5) and float(out.amin(0).min()) == pytest.approx(-0.5)
+
+
+def _official_scale(pc):
+    """The official PointCMT ``scale()`` (train_pointcmt.py) for one batch [B, N, 3], written
+    out: each axis is shifted by ``(min - (size - extent)) / 2`` and divided by the largest
+    extent ``size``, then moved so that this shifted minimum lands at -0.5."""
+    lo, hi = pc.min(1).values, pc.max(1).values
+    extent = hi - lo
+    size = extent.max(1, keepdim=True).values
+    shifted_min = (lo - (size - extent)) / 2
+    return pc / size[:, None] + (-0.5 - shifted_min / size)[:, None]
+
+
+def test_normalize_bbox_by_hand_with_the_official_scale_beside_it():
+    # x spans [3, 4] (the largest extent, 1), y [0, 0.5], z [0, 0.25].
+    pc = torch.tensor([[[3.0, 0.0, 0.0], [4.0, 0.5, 0.25], [3.5, 0.25, 0.1]]])
+    # Ours by hand: minus the box centre (3.5, 0.25, 0.125), over the largest extent 1.
+    torch.testing.assert_close(normalize_bbox(pc), torch.tensor(
+        [[[-0.5, -0.25, -0.125], [0.5, 0.25, 0.125], [0.0, 0.0, -0.025]]]))
+    # The official scale() by hand: x - 2, y - 0.25, z - 0.125. It does not centre the box:
+    # the axes with minimum 0 come out centred, x comes out in [1, 2].
+    official = _official_scale(pc)
+    torch.testing.assert_close(official, torch.tensor(
+        [[[1.0, -0.25, -0.125], [2.0, 0.25, 0.125], [1.5, 0.0, -0.025]]]))
+    # Where every minimum is 0 the two agree.
+    at_zero = pc - pc.min(1, keepdim=True).values
+    torch.testing.assert_close(_official_scale(at_zero), normalize_bbox(at_zero))
 
 
 def test_normalize_bbox_batched_and_degenerate():
@@ -70,15 +97,25 @@ def test_normalize_bounding_box_transform_moves_mesh_identically():
         NormalizeBoundingBox(reference="points")
 
 
-def test_random_scale_matches_hand_computation():
+def test_random_scale_one_factor_per_axis_uniform_in_range():
     pos = torch.randn(20, 3)
     mesh = torch.randn(5, 3)
-    g = torch.Generator().manual_seed(3)
-    out = RandomScale((0.5, 2.0), generator=g)(Data(pos=pos, mesh_pos=mesh))
-    r = torch.rand(3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    factor = (0.5 + 1.5 * r).float()
-    torch.testing.assert_close(out.pos, pos * factor)
-    torch.testing.assert_close(out.mesh_pos, mesh * factor)
+    factors = []
+    for seed in range(2000):
+        out = RandomScale((0.5, 2.0), generator=torch.Generator().manual_seed(seed))(
+            Data(pos=pos, mesh_pos=mesh))
+        factor = out.pos[0] / pos[0]
+        torch.testing.assert_close(out.pos, pos * factor)          # one factor per axis, all points
+        torch.testing.assert_close(out.mesh_pos, mesh * factor)    # and the mesh moves alike
+        factors.append(factor)
+    factors = torch.stack(factors)
+    assert factors.min() >= 0.5 - 1e-6 and factors.max() <= 2.0 + 1e-6
+    # uniform on [0.5, 2]: mean 1.25, sd 1.5 / sqrt(12) = 0.433 (standard error of the mean 0.01)
+    torch.testing.assert_close(factors.mean(0), torch.full((3,), 1.25), atol=0.04, rtol=0)
+    torch.testing.assert_close(factors.std(0), torch.full((3,), 1.5 / 12 ** 0.5), atol=0.03, rtol=0)
+    assert factors.min() < 0.52 and factors.max() > 1.98
+    again = RandomScale((0.5, 2.0), generator=torch.Generator().manual_seed(7))(Data(pos=pos)).pos
+    torch.testing.assert_close(again, pos * factors[7])                # same seed, same draw
     iso = RandomScale((0.5, 2.0), anisotropic=False)(Data(pos=torch.ones(4, 3)))
     assert torch.unique(iso.pos).numel() == 1 and 0.5 <= float(iso.pos[0, 0]) <= 2.0
     with pytest.raises(ValueError, match="scales"):
@@ -87,11 +124,18 @@ def test_random_scale_matches_hand_computation():
         RandomScale((0.0, 1.0))
 
 
-def test_random_shift_matches_hand_computation_and_global_seed():
+def test_random_shift_one_offset_uniform_in_range_and_global_seed():
     pos = torch.randn(10, 3)
-    out = RandomShift(0.2, generator=torch.Generator().manual_seed(1))(Data(pos=pos))
-    r = torch.rand(3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    torch.testing.assert_close(out.pos, pos + (-0.2 + 0.4 * r).float())
+    shifts = []
+    for seed in range(2000):
+        out = RandomShift(0.2, generator=torch.Generator().manual_seed(seed))(Data(pos=pos)).pos
+        shift = out[0] - pos[0]
+        torch.testing.assert_close(out, pos + shift)              # the same offset for every point
+        shifts.append(shift)
+    shifts = torch.stack(shifts)
+    assert shifts.abs().max() <= 0.2 + 1e-6
+    torch.testing.assert_close(shifts.mean(0), torch.zeros(3), atol=0.01, rtol=0)   # SE 0.0026
+    torch.testing.assert_close(shifts.std(0), torch.full((3,), 0.4 / 12 ** 0.5), atol=0.01, rtol=0)
     torch.manual_seed(5)
     a = RandomShift(0.2)(Data(pos=pos)).pos
     torch.manual_seed(5)
@@ -132,12 +176,22 @@ def test_random_rotate_up_keeps_up_coordinate(axis):
     out = RandomRotateUp(axis=axis, generator=g)(Data(pos=pos, mesh_pos=mesh))
     torch.testing.assert_close(out.pos[:, axis], pos[:, axis])
     torch.testing.assert_close(out.pos.norm(dim=1), pos.norm(dim=1))
-    # Hand computation of the same angle.
-    r = torch.rand(1, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
-    angle = math.radians(float(-180 + 360 * r))
-    rot = rotation_about_axis(angle, axis)
-    torch.testing.assert_close(out.pos, pos @ rot.T)
-    torch.testing.assert_close(out.mesh_pos, mesh @ rot.T)
+    # The map is one rotation about `axis`, shared by the points and the mesh.
+    rot = torch.linalg.lstsq(pos.double(), out.pos.double()).solution.T
+    torch.testing.assert_close(rot @ rot.T, torch.eye(3, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert float(torch.linalg.det(rot)) == pytest.approx(1.0, abs=1e-5)
+    torch.testing.assert_close(rot[:, axis], torch.eye(3, dtype=torch.float64)[axis], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.mesh_pos.double(), mesh.double() @ rot.T, atol=1e-5, rtol=0)
+    # Angles over many seeds: uniform on [-180, 180) degrees (mean 0 with SE 2.3, sd 360 / sqrt(12)).
+    i, j = [k for k in range(3) if k != axis]
+    e = torch.zeros(1, 3)
+    e[0, i] = 1.0
+    angles = []
+    for seed in range(2000):
+        turned = RandomRotateUp(axis=axis, generator=torch.Generator().manual_seed(seed))(Data(pos=e)).pos[0]
+        angles.append(math.degrees(math.atan2(float(turned[j]), float(turned[i]))))
+    angles = torch.tensor(angles)
+    assert abs(float(angles.mean())) < 8.0 and float(angles.std()) == pytest.approx(360 / 12 ** 0.5, rel=0.05)
     assert not torch.allclose(out.pos, pos)
     torch.testing.assert_close(RandomRotateUp(axis=axis, degrees=0)(Data(pos=pos)).pos, pos)
 

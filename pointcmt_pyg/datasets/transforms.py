@@ -12,9 +12,12 @@ Normalisation used everywhere in the package (:func:`normalize_bbox`): centre
 the axis-aligned bounding box at the origin (``(min + max) / 2``) and divide by
 its *largest extent*, so that the cloud fits in the cube ``[-0.5, 0.5]^3`` with
 its longest side exactly 1 (and therefore inside the sphere of radius
-``sqrt(3) / 2``). Unlike the mean-centring ``scale()`` helper of the official
-PointCMT code (`Yan et al., NeurIPS 2022 <https://arxiv.org/abs/2210.04208>`_),
-the centre does not move towards where points are dense.
+``sqrt(3) / 2``). The official PointCMT code's ``scale()`` (`Yan et al.,
+NeurIPS 2022 <https://arxiv.org/abs/2210.04208>`_) divides by the same largest
+extent but shifts each axis by ``(min - (size - extent)) / 2``, which centres
+an axis only when its minimum is 0 (``x`` in ``[3, 4]`` comes out in ``[1, 2]``);
+a mean-centring normalisation would move the centre towards dense regions.
+``tests/test_transforms.py`` checks both against a hand-computed case.
 """
 import math
 from typing import Optional, Sequence, Tuple, Union
