@@ -5,6 +5,7 @@ References are PyG's own modules: EdgeConv on a kNN graph built by brute
 force, and the example architectures assembled from PyG layers (run through
 the patch where they call pyg-lib operators).
 """
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -541,3 +542,83 @@ def test_patched_operators_pass_opcheck():
         ]
         for op, args in cases:
             opcheck(op, args, test_utils=("test_schema", "test_faketensor"))
+
+
+# ------------------------------------------------------------------ PointNet2MSG against a hand-built scale
+def _naive_fps(points: np.ndarray, m: int) -> list:
+    """Farthest point sampling from the first point, ties to the lowest index."""
+    chosen, dist = [0], ((points - points[0]) ** 2).sum(1)
+    for _ in range(m - 1):
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, ((points - points[nxt]) ** 2).sum(1))
+    return chosen
+
+
+def _mlp_by_hand(mlp, h: np.ndarray) -> np.ndarray:
+    """PyG MLP in eval mode written out: Linear (no bias), BatchNorm with running
+    statistics, ReLU, on every layer."""
+    for lin, norm in zip(mlp.lins, mlp.norms):
+        bn = norm.module
+        h = h @ lin.weight.detach().double().numpy().T
+        h = ((h - bn.running_mean.double().numpy()) / np.sqrt(bn.running_var.double().numpy() + bn.eps)
+             * bn.weight.detach().double().numpy() + bn.bias.detach().double().numpy())
+        h = np.maximum(h, 0.0)
+    return h
+
+
+def test_msg_first_set_abstraction_matches_a_hand_built_reference():
+    """One multi-scale set abstraction of PointNet2MSG (eval mode) against numpy: FPS from the
+    first point, every point within each radius (no truncation at these sizes), the shared
+    MLP on ``pos_j - pos_i``, max over the neighbours, the three scales concatenated."""
+    torch.manual_seed(0)
+    model = PointNet2MSG(NUM_CLASSES).eval()
+    for conv in model.sa1_module.convs:      # non-trivial BatchNorm statistics
+        for norm in conv.local_nn.norms:
+            bn = norm.module
+            bn.running_mean.uniform_(-0.1, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+            bn.weight.data.uniform_(0.5, 1.5)
+            bn.bias.data.uniform_(-0.1, 0.1)
+    data = _clouds(sizes=(64, 48), seed=3)
+    data.pos = (data.pos + 1) / 2             # the unit cube, as in the radii's scale
+    with torch.no_grad():
+        x, pos, batch = model.sa1_module(None, data.pos, data.batch, 2)
+    expected_x, expected_pos = [], []
+    for cloud in range(2):
+        pts = data.pos[data.batch == cloud].double().numpy()
+        centres = _naive_fps(pts, int(np.ceil(0.5 * len(pts))))
+        for c in centres:
+            feats = []
+            for r, k, conv in zip(model.sa1_module.radii, model.sa1_module.max_num_neighbors,
+                                  model.sa1_module.convs):
+                near = np.nonzero(((pts - pts[c]) ** 2).sum(1) <= r * r)[0]
+                assert 0 < len(near) <= k
+                feats.append(_mlp_by_hand(conv.local_nn, pts[near] - pts[c]).max(0))
+            expected_x.append(np.concatenate(feats))
+            expected_pos.append(pts[c])
+    assert torch.equal(batch, torch.tensor([0] * 32 + [1] * 24))
+    torch.testing.assert_close(pos.double(), torch.tensor(np.array(expected_pos)))
+    torch.testing.assert_close(x.double(), torch.tensor(np.array(expected_x)), rtol=1e-4, atol=1e-5)
+    assert x.shape == (56, 64 + 128 + 128)
+
+
+def test_msg_loss_falls_in_a_few_steps():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    clouds = []
+    for i in range(8):                        # two classes: a flat slab and a tall column
+        p = torch.rand(64, 3, generator=gen)
+        p = p * (torch.tensor([1.0, 1.0, 0.1]) if i % 2 == 0 else torch.tensor([0.1, 0.1, 1.0]))
+        clouds.append(Data(pos=p * 2 - 1, y=torch.tensor([i % 2])))
+    batch = Batch.from_data_list(clouds)
+    model = PointNet2MSG(2).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        loss = F.cross_entropy(model(batch), batch.y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
