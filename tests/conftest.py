@@ -51,3 +51,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+#: Why the torch-cluster cross-checks skip (one message, printed again in the summary).
+TORCH_CLUSTER_SKIP = ("optional cross-check against torch-cluster, which is not installed: it compiles "
+                      "from source for ~15 minutes on 2 cores (`make baselines`); bench/ops.py runs the "
+                      "same comparison wherever it is installed")
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if "torch-cluster" in str(getattr(r, "longrepr", ""))]
+    if skipped:
+        terminalreporter.write_line(
+            f"note: {len(skipped)} torch-cluster cross-checks skipped ({TORCH_CLUSTER_SKIP}).")

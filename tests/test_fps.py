@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TORCH_CLUSTER_SKIP
+
 import pointcmt_pyg.ops as ops
 from pointcmt_pyg.ops import _reference
 
@@ -200,7 +202,7 @@ def test_bad_inputs(call, error, match):
 
 
 def test_agrees_with_torch_cluster():
-    torch_cluster = pytest.importorskip("torch_cluster")
+    torch_cluster = pytest.importorskip("torch_cluster", reason=TORCH_CLUSTER_SKIP)
     counts = [100, 37, 64]
     x, batch = ragged_batch(counts, 3, torch.float64, seed=11)
     ours = ops.fps(x, batch, ratio=0.5, random_start=False)

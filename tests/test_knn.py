@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TORCH_CLUSTER_SKIP
+
 import pointcmt_pyg.ops as ops
 from pointcmt_pyg.ops import _reference
 from pointcmt_pyg.ops._edges import padded_to_edges
@@ -227,7 +229,7 @@ def test_bad_inputs(call, error, match):
 
 
 def test_agrees_with_torch_cluster():
-    torch_cluster = pytest.importorskip("torch_cluster")
+    torch_cluster = pytest.importorskip("torch_cluster", reason=TORCH_CLUSTER_SKIP)
     x, bx = cloud([100, 37, 64], 3, torch.float64, seed=21)
     y, by = cloud([20, 10, 30], 3, torch.float64, seed=22)
     assert torch.equal(ops.knn(x, y, 8, bx, by), torch_cluster.knn(x, y, 8, bx, by))

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TORCH_CLUSTER_SKIP
+
 import pointcmt_pyg.ops as ops
 from pointcmt_pyg.ops import _reference
 
@@ -157,7 +159,7 @@ def _sorted_edges(edge_index):
 
 
 def test_agrees_with_torch_cluster():
-    torch_cluster = pytest.importorskip("torch_cluster")
+    torch_cluster = pytest.importorskip("torch_cluster", reason=TORCH_CLUSTER_SKIP)
     x, bx = cloud([100, 37, 64], 3, torch.float64, seed=31)
     y, by = cloud([20, 10, 30], 3, torch.float64, seed=32)
     # Without truncation the neighbour sets agree (torch_cluster's order differs).
