@@ -245,3 +245,38 @@ def test_cli_evaluate_scores_a_pipeline_student_and_checks_the_classes(tiny_run,
         main(["evaluate", "--weights", str(out / "pointcmt" / "student.pt"),
               *[("4" if a == "3" and i == 1 else a) for i, a in enumerate(data)]])
     assert "was trained on" in capsys.readouterr().err
+
+
+def test_pipeline_killed_inside_stage_three_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """Kill the whole pipeline in the second epoch of the PointCMT student, run it again with
+    ``resume=True``: stages I and II are reused, stage III continues from its last checkpoint,
+    and the student ends with exactly the parameters of a run that was never interrupted."""
+    from pointcmt_pyg.nn import CrossModalDistiller
+    from pointcmt_pyg.train.trainer import Trainer
+
+    cfg = dict(TINY, epochs=2, stages=("pointcmt",))
+    run_pipeline(PipelineConfig(out=str(tmp_path / "full"), **cfg))
+
+    real_epoch = Trainer.train_epoch
+
+    def dies_in_second_distiller_epoch(self, loader, epoch=0, epochs=None):
+        model = getattr(self.model, "module", self.model)
+        if isinstance(model, CrossModalDistiller) and epoch == 1:
+            raise KeyboardInterrupt("killed inside stage III")
+        return real_epoch(self, loader, epoch, epochs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", dies_in_second_distiller_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(PipelineConfig(out=str(tmp_path / "run"), **cfg))
+    assert not (tmp_path / "run" / "pointcmt" / "student.pt").exists()
+    before = {name: (tmp_path / "run" / name).read_bytes() for name in ("teacher/teacher.pt", "cmpg/cmpg.pt")}
+    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
+    run_pipeline(PipelineConfig(out=str(tmp_path / "run"), resume=True, **cfg))
+
+    full = torch.load(tmp_path / "full" / "pointcmt" / "student.pt")
+    resumed = torch.load(tmp_path / "run" / "pointcmt" / "student.pt")
+    assert full.keys() == resumed.keys()
+    for name in full:
+        assert torch.equal(full[name], resumed[name]), name
+    for name, content in before.items():                       # stages I and II reused, not retrained
+        assert (tmp_path / "run" / name).read_bytes() == content
