@@ -316,3 +316,18 @@ def test_cuda_gradients_and_loss():
     dist, assignment, _ = ops.emd(x.cuda(), y.cuda())
     matched = y.cuda().gather(1, assignment[..., None].expand(-1, -1, 3))
     torch.testing.assert_close(dist, ((x.cuda() - matched) ** 2).sum(-1))
+    # The gradients against the CPU path's formula, on the CUDA kernel's own assignment:
+    # d/dx_i mean_b mean_i |x_i - y_s(i)| = (x_i - y_s(i)) / |x_i - y_s(i)| / (B N), and the
+    # negative of it scattered to y_s(i).
+    a = assignment.cpu()
+    diff = (x - y.gather(1, a[..., None].expand(-1, -1, 3))).double()
+    expected_x = diff / diff.norm(dim=-1, keepdim=True) / (2 * 128)
+    expected_y = torch.zeros_like(expected_x).scatter_add(1, a[..., None].expand(-1, -1, 3), -expected_x)
+    torch.testing.assert_close(xc.grad.cpu().double(), expected_x, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(yc.grad.cpu().double(), expected_y, rtol=1e-4, atol=1e-7)
+    # and the CPU op's gradients on the same assignment agree with the formula too
+    xs, ys = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    cpu_assignment = ops.emd(x, y)[1]
+    if torch.equal(cpu_assignment, a):
+        ops.emd_loss(xs, ys, sqrt=True).backward()
+        torch.testing.assert_close(xs.grad.double(), expected_x, rtol=1e-4, atol=1e-7)
