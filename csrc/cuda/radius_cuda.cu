@@ -1,33 +1,14 @@
-// Radius search, CUDA: one thread per query, brute force over the points of
-// its cloud in ascending index order, stopping at max_num_neighbors hits, so
-// the kept neighbours are the lowest-index ones, exactly as on CPU.
+// Radius search, CUDA: tensors to pointers; the kernel and its launch
+// configuration are in cuda/kernels/radius.cuh (also run by the CPU emulator of
+// tests/cuda_emu).
 #include <torch/library.h>
 
 #include "cuda/common.cuh"
+#include "cuda/kernels/radius.cuh"
 
 namespace pointcmt {
 namespace cuda {
 namespace {
-
-constexpr int kThreads = 128;
-
-template <typename scalar_t>
-__global__ void radius_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ y,
-                              const int64_t* __restrict__ ptr_x, const int64_t* __restrict__ ptr_y,
-                              int64_t num_clouds, int64_t num_points, int64_t num_queries, int64_t dim,
-                              scalar_t r2, int64_t max_num, int64_t* __restrict__ out) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= num_queries) return;
-  const int64_t b = cloud_of(ptr_y, num_clouds, i);
-  const int64_t first = ptr_x[b], last = ptr_x[b + 1];
-  if (first < 0 || last > num_points) return;
-  const scalar_t* q = y + i * dim;
-  int64_t* row = out + i * max_num;
-  int64_t found = 0;
-  for (int64_t j = first; j < last && found < max_num; ++j) {
-    if (sqdist(x + j * dim, q, dim) < r2) row[found++] = j;
-  }
-}
 
 at::Tensor radius_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& ptr_x,
                        const at::Tensor& ptr_y, double r, int64_t max_num_neighbors) {
@@ -52,9 +33,10 @@ at::Tensor radius_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tenso
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pointcmt_radius_cuda", [&] {
     // r * r in double, rounded once to the points' dtype (as on CPU).
     const scalar_t r2 = static_cast<scalar_t>(r * r);
-    radius_kernel<scalar_t><<<blocks_for(num_queries, kThreads), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        xc.data_ptr<scalar_t>(), yc.data_ptr<scalar_t>(), px.data_ptr<int64_t>(), py.data_ptr<int64_t>(),
-        px.numel() - 1, xc.size(0), num_queries, xc.size(1), r2, max_num_neighbors, out.data_ptr<int64_t>());
+    radius_kernels::launch<scalar_t>(xc.data_ptr<scalar_t>(), yc.data_ptr<scalar_t>(), px.data_ptr<int64_t>(),
+                                     py.data_ptr<int64_t>(), px.numel() - 1, xc.size(0), num_queries,
+                                     xc.size(1), r2, max_num_neighbors, out.data_ptr<int64_t>(),
+                                     at::cuda::getCurrentCUDAStream());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;

@@ -1,0 +1,92 @@
+// The real launch functions of csrc/cuda/kernels, run on the CPU emulator and
+// exposed with a C ABI for tests/test_cuda_emu.py (ctypes). Buffers are the
+// caller's; outputs come pre-filled exactly as the .cu wrappers fill them.
+#include "cuda_emu.h"
+
+#include "cuda/kernels/fps.cuh"
+#include "cuda/kernels/knn.cuh"
+#include "cuda/kernels/radius.cuh"
+
+#include <string>
+#include <vector>
+
+namespace {
+
+std::string last_error;
+
+template <typename F>
+int guarded(F&& f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    last_error = e.what();
+    return 1;
+  }
+}
+
+template <typename scalar_t>
+int fps(const scalar_t* x, const int64_t* ptr, const int64_t* out_ptr, const int64_t* start, int64_t num_clouds,
+        int64_t num_points, int64_t dim, int64_t num_out, int64_t* out) {
+  return guarded([&] {
+    std::vector<scalar_t> dist(static_cast<size_t>(num_points));
+    pointcmt::cuda::fps_kernels::launch<scalar_t>(x, ptr, out_ptr, start, num_clouds, num_points, dim, num_out,
+                                                  dist.data(), out, nullptr);
+  });
+}
+
+template <typename scalar_t>
+int knn(const scalar_t* x, const scalar_t* y, const int64_t* ptr_x, const int64_t* ptr_y, int64_t num_clouds,
+        int64_t num_points, int64_t num_queries, int64_t dim, int64_t k, int cosine, scalar_t* out_dist,
+        int64_t* out_idx) {
+  return guarded([&] {
+    std::vector<scalar_t> norm_x(static_cast<size_t>(num_points)), norm_y(static_cast<size_t>(num_queries));
+    pointcmt::cuda::knn_kernels::launch<scalar_t>(x, y, ptr_x, ptr_y, num_clouds, num_points, num_queries, dim, k,
+                                                  cosine != 0, norm_x.data(), norm_y.data(), out_dist, out_idx,
+                                                  nullptr);
+  });
+}
+
+template <typename scalar_t>
+int radius(const scalar_t* x, const scalar_t* y, const int64_t* ptr_x, const int64_t* ptr_y, int64_t num_clouds,
+           int64_t num_points, int64_t num_queries, int64_t dim, double r, int64_t max_num, int64_t* out) {
+  return guarded([&] {
+    const scalar_t r2 = static_cast<scalar_t>(r * r);   // as radius_cuda.cu
+    pointcmt::cuda::radius_kernels::launch<scalar_t>(x, y, ptr_x, ptr_y, num_clouds, num_points, num_queries, dim,
+                                                     r2, max_num, out, nullptr);
+  });
+}
+
+}  // namespace
+
+extern "C" {
+
+void emu_set_seed(uint64_t seed) { cuda_emu::set_seed(seed); }
+const char* emu_last_error() { return last_error.c_str(); }
+
+int emu_fps_f32(const float* x, const int64_t* ptr, const int64_t* out_ptr, const int64_t* start, int64_t b,
+                int64_t n, int64_t d, int64_t m, int64_t* out) {
+  return fps<float>(x, ptr, out_ptr, start, b, n, d, m, out);
+}
+int emu_fps_f64(const double* x, const int64_t* ptr, const int64_t* out_ptr, const int64_t* start, int64_t b,
+                int64_t n, int64_t d, int64_t m, int64_t* out) {
+  return fps<double>(x, ptr, out_ptr, start, b, n, d, m, out);
+}
+int emu_knn_f32(const float* x, const float* y, const int64_t* px, const int64_t* py, int64_t b, int64_t n,
+                int64_t q, int64_t d, int64_t k, int cosine, float* dist, int64_t* idx) {
+  return knn<float>(x, y, px, py, b, n, q, d, k, cosine, dist, idx);
+}
+int emu_knn_f64(const double* x, const double* y, const int64_t* px, const int64_t* py, int64_t b, int64_t n,
+                int64_t q, int64_t d, int64_t k, int cosine, double* dist, int64_t* idx) {
+  return knn<double>(x, y, px, py, b, n, q, d, k, cosine, dist, idx);
+}
+int emu_radius_f32(const float* x, const float* y, const int64_t* px, const int64_t* py, int64_t b, int64_t n,
+                   int64_t q, int64_t d, double r, int64_t max_num, int64_t* out) {
+  return radius<float>(x, y, px, py, b, n, q, d, r, max_num, out);
+}
+int emu_radius_f64(const double* x, const double* y, const int64_t* px, const int64_t* py, int64_t b, int64_t n,
+                   int64_t q, int64_t d, double r, int64_t max_num, int64_t* out) {
+  return radius<double>(x, y, px, py, b, n, q, d, r, max_num, out);
+}
+
+}  // extern "C"

@@ -1,0 +1,156 @@
+"""The CUDA kernels of csrc/cuda/kernels, run through their real launch functions
+on the CPU emulator of tests/cuda_emu, against the CPU ops: identical indices for
+FPS, kNN and radius (ragged clouds, ties, k larger than a cloud, duplicate
+points, float and double, 3-d and 64-d, cosine), under several scheduling seeds.
+
+The emulator runs every CUDA thread as a fiber, blocks one after another, with
+``__syncthreads`` and the warp intrinsics as barriers and the order of threads
+between barriers shuffled by a seed (see tests/cuda_emu/cuda_emu.h). It is
+built here with the system C++ compiler and ``-ffp-contract=off``, so that the
+kernels' ``*_rn`` arithmetic rounds as on the GPU."""
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pointcmt_pyg.ops  # noqa: F401  (registers torch.ops.pointcmt)
+
+ROOT = Path(__file__).resolve().parents[1]
+EMU = ROOT / "tests" / "cuda_emu"
+SEEDS = (0, 1, 7)
+CXX = os.environ.get("CXX", "g++")
+
+pytestmark = pytest.mark.skipif(shutil.which(CXX) is None, reason=f"needs a C++ compiler ({CXX})")
+
+
+def build_shim(out_dir: Path, extra_flags=()) -> Path:
+    lib = out_dir / "libcuda_emu_kernels.so"
+    cmd = [CXX, "-std=c++17", "-O1", "-g", "-ffp-contract=off", "-fPIC", "-shared", "-DPOINTCMT_CUDA_EMU",
+           f"-I{ROOT / 'csrc'}", f"-I{EMU}", str(EMU / "shim.cpp"), "-o", str(lib), *extra_flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return lib
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    lib = ctypes.CDLL(str(build_shim(tmp_path_factory.mktemp("cuda_emu"))))
+    lib.emu_last_error.restype = ctypes.c_char_p
+    lib.emu_set_seed.argtypes = [ctypes.c_uint64]
+    return lib
+
+
+def _p(t: torch.Tensor):
+    assert t.is_contiguous()
+    return ctypes.c_void_p(t.data_ptr())
+
+
+def _check(lib, rc):
+    assert rc == 0, lib.emu_last_error().decode()
+
+
+def ragged(sizes, dim, dtype, seed, ties=False, duplicates=False):
+    g = torch.Generator().manual_seed(seed)
+    if ties:   # a coarse lattice: many equal distances
+        x = torch.randint(0, 3, (sum(sizes), dim), generator=g).to(dtype)
+    else:
+        x = torch.rand(sum(sizes), dim, generator=g, dtype=torch.float64).to(dtype)
+    if duplicates:
+        x[1::3] = x[0::3][: x[1::3].shape[0]]
+    ptr = torch.tensor([0] + list(np.cumsum(sizes)), dtype=torch.long)
+    return x.contiguous(), ptr
+
+
+CASES = [  # (cloud sizes, dim, ties, duplicates)
+    ((50, 1, 37, 64), 3, False, False),
+    ((40, 33), 3, True, False),
+    ((30, 30, 5), 3, False, True),
+    ((70, 20), 64, False, False),
+    ((600,), 3, False, False),          # more points than one block's threads
+]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_fps_on_the_emulator_matches_the_cpu_op(emu, seed, dtype, case):
+    sizes, dim, ties, dups = CASES[case]
+    x, ptr = ragged(sizes, dim, dtype, seed=case, ties=ties, duplicates=dups)
+    counts = torch.tensor([max(1, (s + 1) // 2) for s in sizes])
+    out_ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    g = torch.Generator().manual_seed(seed)
+    start = torch.tensor([int(torch.randint(0, s, (1,), generator=g)) for s in sizes])
+    want = torch.ops.pointcmt.fps(x, ptr, out_ptr, start, int(out_ptr[-1]))
+    got = torch.full_like(want, -7)
+    emu.emu_set_seed(seed)
+    fn = emu.emu_fps_f32 if dtype == torch.float32 else emu.emu_fps_f64
+    _check(emu, fn(_p(x), _p(ptr), _p(out_ptr), _p(start), ctypes.c_int64(len(sizes)), ctypes.c_int64(x.shape[0]),
+                   ctypes.c_int64(dim), ctypes.c_int64(int(out_ptr[-1])), _p(got)))
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("k", [1, 8, 20, 40])   # the three code paths (k <= 8, <= 32, larger); 40 > some clouds
+@pytest.mark.parametrize("cosine", [False, True])
+@pytest.mark.parametrize("case", range(len(CASES) - 1))
+def test_knn_on_the_emulator_matches_the_cpu_op(emu, seed, dtype, k, cosine, case):
+    sizes, dim, ties, dups = CASES[case]
+    x, ptr = ragged(sizes, dim, dtype, seed=case, ties=ties, duplicates=dups)
+    y, ptr_y = ragged(sizes, dim, dtype, seed=100 + case, ties=ties)
+    want_dist, want_idx = torch.ops.pointcmt.knn(x, y, ptr, ptr_y, k, cosine)
+    dist = torch.full((y.shape[0], k), float("inf"), dtype=dtype)
+    idx = torch.full((y.shape[0], k), -1, dtype=torch.long)
+    emu.emu_set_seed(seed)
+    fn = emu.emu_knn_f32 if dtype == torch.float32 else emu.emu_knn_f64
+    _check(emu, fn(_p(x), _p(y), _p(ptr), _p(ptr_y), ctypes.c_int64(len(sizes)), ctypes.c_int64(x.shape[0]),
+                   ctypes.c_int64(y.shape[0]), ctypes.c_int64(dim), ctypes.c_int64(k), ctypes.c_int(int(cosine)),
+                   _p(dist), _p(idx)))
+    assert torch.equal(idx, want_idx)
+    assert torch.equal(dist, want_dist)          # bit for bit: same rounding, same order
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("r,max_num", [(0.3, 8), (0.5, 64), (1.5, 4)])
+@pytest.mark.parametrize("case", range(len(CASES) - 1))
+def test_radius_on_the_emulator_matches_the_cpu_op(emu, seed, dtype, r, max_num, case):
+    sizes, dim, ties, dups = CASES[case]
+    if dim > 3:
+        r = r * 10.0            # 64-d unit-cube points are ~3.3 apart
+    x, ptr = ragged(sizes, dim, dtype, seed=case, ties=ties, duplicates=dups)
+    y, ptr_y = ragged(sizes, dim, dtype, seed=200 + case, ties=ties)
+    want = torch.ops.pointcmt.radius(x, y, ptr, ptr_y, r, max_num)
+    if isinstance(want, (tuple, list)):
+        want = want[0]
+    got = torch.full((y.shape[0], max_num), -1, dtype=torch.long)
+    emu.emu_set_seed(seed)
+    fn = emu.emu_radius_f32 if dtype == torch.float32 else emu.emu_radius_f64
+    _check(emu, fn(_p(x), _p(y), _p(ptr), _p(ptr_y), ctypes.c_int64(len(sizes)), ctypes.c_int64(x.shape[0]),
+                   ctypes.c_int64(y.shape[0]), ctypes.c_int64(dim), ctypes.c_double(r), ctypes.c_int64(max_num),
+                   _p(got)))
+    assert got.shape == want.shape and torch.equal(got, want)
+    assert (got >= 0).any()                      # the case has neighbours at all
+
+
+def test_sanitizer_build_of_the_emulator_selftest(tmp_path):
+    """The emulator's own checks (barriers, shuffles, early returns, deadlock and bad-read
+    detection) and the kernels against naive references, built with
+    -fsanitize=address,undefined."""
+    exe = tmp_path / "selftest"
+    cmd = [CXX, "-std=c++17", "-O1", "-g", "-ffp-contract=off", "-fsanitize=address,undefined",
+           "-fno-sanitize-recover=undefined", "-DPOINTCMT_CUDA_EMU", f"-I{ROOT / 'csrc'}", f"-I{EMU}",
+           str(EMU / "selftest.cpp"), "-o", str(exe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 and "asan" in proc.stderr.lower() and "cannot find" in proc.stderr.lower():
+        pytest.skip("the compiler has no AddressSanitizer runtime")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+    run = subprocess.run([str(exe)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    assert "all passed" in run.stdout
