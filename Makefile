@@ -16,7 +16,7 @@ DATA ?= synthetic
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-reference ctest bench baselines wheel clean
+.PHONY: setup run test test-reference test-cuda-emu ctest bench baselines wheel clean
 
 $(VENV)/.deps: requirements-dev.txt
 	@command -v apt-get >/dev/null && ! dpkg -s libusb-1.0-0 >/dev/null 2>&1 && \
@@ -38,9 +38,14 @@ setup: $(VENV)/.built
 run: setup
 	$(PY) examples/modelnet40.py --data $(DATA) $(ARGS)
 
-test: setup ctest
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+test: setup ctest test-cuda-emu
+	$(PY) -m pytest -q --ignore=tests/test_cuda_emu.py $(PYTEST_ARGS)
 	POINTCMT_DISABLE_EXT=1 $(PY) -m pytest -q tests/test_fps.py tests/test_knn.py tests/test_radius.py tests/test_emd.py tests/test_ext.py
+
+# The CUDA kernels' device code (csrc/cuda/kernels) on the CPU emulator of
+# tests/cuda_emu, against the CPU ops, plus the emulator's sanitizer self-test.
+test-cuda-emu: setup
+	$(PY) -m pytest -q tests/test_cuda_emu.py
 
 # The same suite on the pure-PyTorch reference path (extension disabled).
 test-reference: setup
