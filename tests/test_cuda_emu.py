@@ -154,3 +154,73 @@ def test_sanitizer_build_of_the_emulator_selftest(tmp_path):
     run = subprocess.run([str(exe)], capture_output=True, text=True, env=env)
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert "all passed" in run.stdout
+
+
+def _matched_sq(x, y, assign):
+    """Squared distance to the match, summed over coordinates in order and rounded in the
+    points' dtype at every operation (the kernels' sqdist), in numpy."""
+    xs, ys = x.numpy(), y.numpy()
+    out = np.empty(assign.shape, dtype=xs.dtype)
+    for b in range(xs.shape[0]):
+        m = ys[b][assign[b].numpy()]
+        diff = xs[b][:, 0] - m[:, 0]
+        acc = diff * diff
+        for d in range(1, xs.shape[2]):
+            diff = xs[b][:, d] - m[:, d]
+            acc = acc + diff * diff
+        out[b] = acc
+    return torch.from_numpy(out)
+
+
+def _run_emd(emu, x, y, eps, max_iters, seed):
+    B, n, dim = x.shape
+    dist = torch.full((B, n), -1.0, dtype=x.dtype)
+    assign = torch.full((B, n), -1, dtype=torch.long)
+    gap = torch.full((B,), -1.0, dtype=x.dtype)
+    emu.emu_set_seed(seed)
+    fn = emu.emu_emd_f32 if x.dtype == torch.float32 else emu.emu_emd_f64
+    _check(emu, fn(_p(x), _p(y), ctypes.c_int64(B), ctypes.c_int64(n), ctypes.c_int64(dim), ctypes.c_double(eps),
+                   ctypes.c_int64(max_iters), _p(dist), _p(assign), _p(gap)))
+    return dist, assign, gap
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("n,dim,near", [(1, 3, False), (2, 3, False), (7, 1, False), (100, 3, False),
+                                        (100, 3, True), (33, 6, False), (530, 3, True)])
+def test_emd_on_the_emulator_is_certified_and_schedule_independent(emu, dtype, n, dim, near):
+    from scipy.optimize import linear_sum_assignment
+    g = torch.Generator().manual_seed(n + dim)
+    x = torch.rand(2, n, dim, generator=g, dtype=torch.float64)
+    if near:
+        perm = torch.argsort(torch.rand(2, n, generator=g), dim=1)
+        y = (x + 0.01 * torch.randn(2, n, dim, generator=g, dtype=torch.float64)).gather(
+            1, perm[..., None].expand(-1, -1, dim))
+    else:
+        y = torch.rand(2, n, dim, generator=g, dtype=torch.float64)
+    x, y = x.to(dtype).contiguous(), y.to(dtype).contiguous()
+    runs = [_run_emd(emu, x, y, 1e-3, 100000, seed) for seed in SEEDS[:2]]
+    for other in runs[1:]:            # atomics decide by value, not by arrival: any order gives one answer
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
+    dist, assign, gap = runs[0]
+    for b in range(2):
+        assert sorted(assign[b].tolist()) == list(range(n))                  # a bijection
+        cost = ((x[b].double()[:, None] - y[b].double()[None]) ** 2).sum(-1).numpy()
+        rows, cols = linear_sum_assignment(cost)
+        exact = cost[rows, cols].sum()
+        got = cost[np.arange(n), assign[b].numpy()].sum()
+        assert got - exact <= float(gap[b]) * (1 + 1e-6) + 1e-9                # certified
+        assert float(gap[b]) <= 1e-3 * got + 1e-9                              # and as tight as asked
+    assert torch.equal(dist, _matched_sq(x, y, assign))
+
+
+def test_emd_on_the_emulator_with_a_round_budget_still_returns_a_certified_bijection(emu):
+    from scipy.optimize import linear_sum_assignment
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(2, 64, 3, generator=g), torch.rand(2, 64, 3, generator=g)
+    dist, assign, gap = _run_emd(emu, x, y, 1e-3, 1, 0)
+    for b in range(2):
+        assert sorted(assign[b].tolist()) == list(range(64))
+        cost = ((x[b].double()[:, None] - y[b].double()[None]) ** 2).sum(-1).numpy()
+        rows, cols = linear_sum_assignment(cost)
+        assert cost[np.arange(64), assign[b].numpy()].sum() - cost[rows, cols].sum() <= float(gap[b]) * (1 + 1e-6) + 1e-9

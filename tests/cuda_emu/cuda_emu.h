@@ -440,3 +440,4 @@ inline long long __double_as_longlong(double a) { return ::cuda_emu::from_bits<l
 inline double __longlong_as_double(long long a) { return ::cuda_emu::from_bits<double>(static_cast<uint64_t>(a)); }
 using std::fmax;
 using std::fmin;
+using std::nextafter;   // the float overload, as CUDA's device nextafter(float, float)

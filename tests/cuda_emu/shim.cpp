@@ -3,6 +3,7 @@
 // caller's; outputs come pre-filled exactly as the .cu wrappers fill them.
 #include "cuda_emu.h"
 
+#include "cuda/kernels/emd.cuh"
 #include "cuda/kernels/fps.cuh"
 #include "cuda/kernels/knn.cuh"
 #include "cuda/kernels/radius.cuh"
@@ -57,6 +58,21 @@ int radius(const scalar_t* x, const scalar_t* y, const int64_t* ptr_x, const int
   });
 }
 
+template <typename scalar_t>
+int emd(const scalar_t* x, const scalar_t* y, int64_t B, int64_t n, int64_t dim, double eps, int64_t max_iters,
+        scalar_t* dist, int64_t* assign, scalar_t* gap) {
+  namespace ek = pointcmt::cuda::emd_kernels;
+  return guarded([&] {
+    std::vector<double> doubles(static_cast<size_t>(ek::scratch_doubles(B, n, dim)));
+    std::vector<int> ints(static_cast<size_t>(ek::scratch_ints(B, n)));
+    std::vector<unsigned long long> keys(static_cast<size_t>(ek::scratch_keys(B, n)));
+    for (int64_t b = 0; b < B; ++b) gap[b] = 0;   // as the .cu (at::zeros)
+    ek::launch<scalar_t>(x, y, B, static_cast<int>(n), static_cast<int>(dim), eps, max_iters,
+                         ek::make_scratch(doubles.data(), ints.data(), keys.data(), B, n, dim), dist, assign, gap,
+                         nullptr);
+  });
+}
+
 }  // namespace
 
 extern "C" {
@@ -87,6 +103,15 @@ int emu_radius_f32(const float* x, const float* y, const int64_t* px, const int6
 int emu_radius_f64(const double* x, const double* y, const int64_t* px, const int64_t* py, int64_t b, int64_t n,
                    int64_t q, int64_t d, double r, int64_t max_num, int64_t* out) {
   return radius<double>(x, y, px, py, b, n, q, d, r, max_num, out);
+}
+
+int emu_emd_f32(const float* x, const float* y, int64_t b, int64_t n, int64_t d, double eps, int64_t max_iters,
+                float* dist, int64_t* assign, float* gap) {
+  return emd<float>(x, y, b, n, d, eps, max_iters, dist, assign, gap);
+}
+int emu_emd_f64(const double* x, const double* y, int64_t b, int64_t n, int64_t d, double eps, int64_t max_iters,
+                double* dist, int64_t* assign, double* gap) {
+  return emd<double>(x, y, b, n, d, eps, max_iters, dist, assign, gap);
 }
 
 }  // extern "C"
