@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
+#: Accepted too, and computed in float32 (see :func:`compute_dtype`).
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _tracing() -> bool:
@@ -20,20 +22,30 @@ def _tracing() -> bool:
 
 
 def check_points(x: Tensor, name: str, ndim: int = 2, allow_empty: bool = False) -> None:
-    """Checks a float32/float64 tensor of points of rank ``ndim`` with finite values."""
+    """Checks a floating tensor of points (float32/float64, or float16/bfloat16,
+    which the ops compute in float32) of rank ``ndim`` with finite values."""
     if not isinstance(x, Tensor):
         raise TypeError(f"'{name}' must be a torch.Tensor (got {type(x).__name__})")
     if x.dim() != ndim:
         want = "(N, D)" if ndim == 2 else "(B, N, D)"
         raise ValueError(f"'{name}' must have shape {want}, got a tensor of shape {tuple(x.shape)}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"'{name}' must be float32 or float64 (got {x.dtype})")
+    if x.dtype not in FLOAT_DTYPES + HALF_DTYPES:
+        raise TypeError(f"'{name}' must be float32, float64, float16 or bfloat16 (got {x.dtype})")
     if x.shape[-1] < 1:
         raise ValueError(f"'{name}' must have at least one coordinate (D >= 1), got shape {tuple(x.shape)}")
     if not allow_empty and x.numel() == 0:
         raise ValueError(f"'{name}' is empty (shape {tuple(x.shape)}): a point cloud needs at least one point")
     if not _tracing() and x.numel() > 0 and not bool(torch.isfinite(x).all()):
         raise ValueError(f"'{name}' contains NaN or Inf values")
+
+
+def compute_dtype(x: Tensor) -> Tensor:
+    """The tensor an op computes with: float16 and bfloat16 points (mixed
+    precision, e.g. under ``torch.autocast``) are converted to float32, so that
+    distances are computed and compared in float32 (indices, ties to the lower
+    index, are those of the float32 values of the half-precision points);
+    float32 and float64 pass unchanged."""
+    return x.float() if x.dtype in HALF_DTYPES else x
 
 
 def check_same(a: Tensor, b: Tensor, name_a: str, name_b: str, dim: bool = True) -> None:

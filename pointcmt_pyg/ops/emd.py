@@ -25,7 +25,7 @@ from torch import Tensor
 from . import _ext
 from ._reference import register_device_fallback
 from ._reference_emd import emd_reference
-from ._validation import check_points, check_same
+from ._validation import check_points, check_same, compute_dtype
 
 #: Default target relative gap: stop once the certified gap <= eps * cost.
 DEFAULT_EPS = 1e-3
@@ -71,7 +71,8 @@ def emd(x: Tensor, y: Tensor, eps: float = DEFAULT_EPS,
     r"""Earth Mover's Distance (optimal bijection, squared Euclidean cost).
 
     Args:
-        x (Tensor): ``(B, N, D)`` float32/float64 points.
+        x (Tensor): ``(B, N, D)`` float32/float64 points (float16 and bfloat16
+            are solved in float32, and the distances returned in float32).
         y (Tensor): ``(B, N, D)`` points, same dtype and device.
         eps (float): Target relative gap: the auction stops when its certified
             gap is at most ``eps * cost`` for every pair. (default: ``1e-3``;
@@ -112,6 +113,7 @@ def emd(x: Tensor, y: Tensor, eps: float = DEFAULT_EPS,
         raise ValueError(f"'eps' must be a number >= 0 (got {eps!r})")
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
         raise ValueError(f"'max_iters' must be an int >= 1 (got {max_iters!r})")
+    x, y = compute_dtype(x), compute_dtype(y)    # half precision: solved in float32
     return torch.ops.pointcmt.emd(x.contiguous(), y.contiguous(), float(eps), int(max_iters))
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from . import _ext
 from ._reference import fps_reference, register_device_fallback
-from ._validation import _tracing, batch_to_ptr, check_points, check_ptr
+from ._validation import _tracing, batch_to_ptr, check_points, check_ptr, compute_dtype
 
 _ext.register_reference("fps", fps_reference)
 register_device_fallback("fps", fps_reference)
@@ -80,7 +80,8 @@ def fps(
 
     Args:
         x (torch.Tensor): Points ``(N, D)`` of any dimension ``D`` (float32 or
-            float64); a tensor with more dimensions is flattened to ``(N, -1)``.
+            float64; float16 and bfloat16 are computed in float32); a tensor with
+            more dimensions is flattened to ``(N, -1)``.
         batch (torch.Tensor, optional): Sorted cloud id of every point
             ``(N,)``. ``None``: one cloud. (default: ``None``)
         ratio (float or torch.Tensor): Sampling ratio in ``(0, 1]``, one value
@@ -103,6 +104,7 @@ def fps(
     if isinstance(x, Tensor) and x.dim() > 2:
         x = x.reshape(x.shape[0], -1)
     check_points(x, "x")
+    x = compute_dtype(x)
     if not isinstance(random_start, bool):
         raise TypeError(f"'random_start' must be a bool (got {type(random_start).__name__})")
     num_points = x.shape[0]
@@ -139,7 +141,7 @@ def fps_dense(
     r"""Farthest point sampling on a padded batch.
 
     Args:
-        x (torch.Tensor): Points ``(B, N, D)``, float32 or float64.
+        x (torch.Tensor): Points ``(B, N, D)``, float32 or float64 (float16 and bfloat16 are computed in float32).
         num_samples (int): Number of samples ``K >= 1`` per cloud.
         lengths (torch.Tensor, optional): Number of valid points of every cloud
             ``(B,)`` (the first ``lengths[b]`` rows of ``x[b]``); ``None``: all
@@ -153,6 +155,7 @@ def fps_dense(
         (in farthest-first order) followed by ``-1``.
     """
     check_points(x, "x", ndim=3)
+    x = compute_dtype(x)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int):
         raise TypeError(f"'num_samples' must be an int (got {type(num_samples).__name__})")
     if num_samples < 1:

@@ -21,7 +21,7 @@ from torch import Tensor
 from . import _ext
 from ._edges import padded_to_edges
 from ._reference import knn_reference, register_device_fallback
-from ._validation import batch_to_ptr, check_points, check_same, check_same_num_clouds
+from ._validation import batch_to_ptr, check_points, check_same, check_same_num_clouds, compute_dtype
 
 _ext.register_reference("knn", knn_reference)
 register_device_fallback("knn", knn_reference)
@@ -63,7 +63,7 @@ def knn(
     same cloud; same arguments and result as ``torch_geometric.nn.knn``.
 
     Args:
-        x (torch.Tensor): Points ``(N, D)``, float32 or float64, any ``D``.
+        x (torch.Tensor): Points ``(N, D)``, float32 or float64 (float16 and bfloat16 are computed in float32), any ``D``.
         y (torch.Tensor): Queries ``(M, D)``, same dtype and device.
         k (int): Number of neighbours, ``>= 1``.
         batch_x (torch.Tensor, optional): Sorted cloud id of every row of ``x``.
@@ -84,6 +84,7 @@ def knn(
     check_points(x, "x")
     check_points(y, "y")
     check_same(x, y, "x", "y")
+    x, y = compute_dtype(x), compute_dtype(y)
     _check_k(k)
     _check_flag(cosine, "cosine")
     ptr_x = batch_to_ptr(batch_x, x.shape[0], x.device, "batch_x", batch_size)
@@ -111,7 +112,7 @@ def knn_graph(
     nearest (duplicates of lower index) keeps ``k + 1`` edges.
 
     Args:
-        x (torch.Tensor): Points ``(N, D)``, float32 or float64, any ``D``.
+        x (torch.Tensor): Points ``(N, D)``, float32 or float64 (float16 and bfloat16 are computed in float32), any ``D``.
         k (int): Number of neighbours, ``>= 1``.
         batch (torch.Tensor, optional): Sorted cloud id of every point.
         loop (bool): Keep self-loops. (default: ``False``)
@@ -125,6 +126,7 @@ def knn_graph(
         torch.Tensor: ``[2, E]`` int64 edge index.
     """
     check_points(x, "x")
+    x = compute_dtype(x)
     _check_k(k)
     _check_flag(loop, "loop")
     _check_flag(cosine, "cosine")
@@ -150,7 +152,7 @@ def knn_dense(x: Tensor, y: Tensor, k: int, cosine: bool = False) -> Tuple[Tenso
     r"""k nearest neighbours on padded batches.
 
     Args:
-        x (torch.Tensor): Points ``(B, N, D)``, float32 or float64.
+        x (torch.Tensor): Points ``(B, N, D)``, float32 or float64 (float16 and bfloat16 are computed in float32).
         y (torch.Tensor): Queries ``(B, M, D)``, same dtype, device and ``D``.
         k (int): Number of neighbours, ``>= 1``.
         cosine (bool): Use ``1 - cosine similarity``. (default: ``False``)
@@ -166,6 +168,7 @@ def knn_dense(x: Tensor, y: Tensor, k: int, cosine: bool = False) -> Tuple[Tenso
     check_same(x, y, "x", "y")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"'x' and 'y' must hold the same number of clouds (got {x.shape[0]} and {y.shape[0]})")
+    x, y = compute_dtype(x), compute_dtype(y)
     _check_k(k)
     _check_flag(cosine, "cosine")
     num_clouds, num_points, dim = x.shape

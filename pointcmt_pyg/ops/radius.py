@@ -22,7 +22,7 @@ from torch import Tensor
 from . import _ext
 from ._edges import padded_to_edges
 from ._reference import radius_reference, register_device_fallback
-from ._validation import batch_to_ptr, check_points, check_same, check_same_num_clouds
+from ._validation import batch_to_ptr, check_points, check_same, check_same_num_clouds, compute_dtype
 
 _ext.register_reference("radius", radius_reference)
 register_device_fallback("radius", radius_reference)
@@ -72,7 +72,7 @@ def radius(
     distance ``r``; same arguments and result as ``torch_geometric.nn.radius``.
 
     Args:
-        x (torch.Tensor): Points ``(N, D)``, float32 or float64, any ``D``.
+        x (torch.Tensor): Points ``(N, D)``, float32 or float64 (float16 and bfloat16 are computed in float32), any ``D``.
         y (torch.Tensor): Queries ``(M, D)``, same dtype and device.
         r (float): The radius, ``> 0`` (a point counts when its squared
             distance is ``< r * r``).
@@ -91,6 +91,7 @@ def radius(
     check_points(x, "x")
     check_points(y, "y")
     check_same(x, y, "x", "y")
+    x, y = compute_dtype(x), compute_dtype(y)
     r = _check_r(r)
     ptr_x = batch_to_ptr(batch_x, x.shape[0], x.device, "batch_x", batch_size)
     ptr_y = batch_to_ptr(batch_y, y.shape[0], y.device, "batch_y", batch_size)
@@ -118,7 +119,7 @@ def radius_graph(
     ``max_num_neighbors`` lowest-index neighbours other than itself.
 
     Args:
-        x (torch.Tensor): Points ``(N, D)``, float32 or float64, any ``D``.
+        x (torch.Tensor): Points ``(N, D)``, float32 or float64 (float16 and bfloat16 are computed in float32), any ``D``.
         r (float): The radius, ``> 0``.
         batch (torch.Tensor, optional): Sorted cloud id of every point.
         loop (bool): Keep self-loops. (default: ``False``)
@@ -133,6 +134,7 @@ def radius_graph(
         torch.Tensor: ``[2, E]`` int64 edge index.
     """
     check_points(x, "x")
+    x = compute_dtype(x)
     r = _check_r(r)
     _check_flag(loop, "loop")
     if flow not in ("source_to_target", "target_to_source"):
