@@ -160,6 +160,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--finetune-lr", type=float, default=None,
                    help="peak learning rate of the fine-tune arms (default: lr / 10)")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", default=d.precision, choices=("32", "bf16", "16"),
+                   help="32 (float32), bf16 or 16: every stage's forwards under torch.autocast "
+                        "(16 with a loss scaler; bf16 also on CPU) (default: %(default)s)")
     p.add_argument("--out", default=d.out, help="output directory (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help="reuse finished stages in --out and continue an interrupted one")
@@ -302,6 +305,8 @@ def _add_view_arguments(p: argparse.ArgumentParser, d: Any, from_teacher: bool =
 def _add_run_arguments(p: argparse.ArgumentParser, d: Any, resume: bool = True) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--precision", default=d.precision, choices=("32", "bf16", "16"),
+                   help="32, bf16 or 16: forwards under torch.autocast (default: %(default)s)")
     g.add_argument("--workers", type=int, default=d.workers, help="data-loader workers")
     if resume:
         g.add_argument("--resume", action="store_true",
@@ -527,7 +532,8 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
                         _with_transform(val, transform), epochs=cfg.teacher_epochs,
                         batch_size=cfg.teacher_batch_size, lr=cfg.teacher_lr, out_dir=out,
                         device=device, seed=cfg.seed, num_workers=args.workers,
-                        progress=cfg.progress, resume=args.resume, augment=args.augment)
+                        progress=cfg.progress, resume=args.resume, augment=args.augment,
+                        precision=cfg.precision)
     _write_json(out / "teacher_config.json",
                 {"num_views": cfg.num_views, "image_size": cfg.image_size, "up": cfg.up,
                  "views": str(views.resolve()), "backbone": cfg.backbone, "data": cfg.data,
@@ -592,7 +598,7 @@ def _cmd_train_cmpg(args: argparse.Namespace) -> int:
     res = train_cmpg(cmpg, _with_transform(train, transform), _with_transform(val, transform),
                      epochs=cfg.cmpg_epochs, batch_size=cfg.batch_size, lr=args.lr,
                      out_dir=out, device=device, seed=cfg.seed, num_workers=args.workers,
-                     progress=cfg.progress, resume=args.resume)
+                     progress=cfg.progress, resume=args.resume, precision=cfg.precision)
     _log(f"cmpg: val EMD {res.history.best_metric:.4f} (epoch {res.history.best_epoch}) "
          f"-> {out / 'cmpg.pt'}" if res.history.best_metric is not None
          else f"cmpg -> {out / 'cmpg.pt'}")
@@ -659,7 +665,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
                         _with_transform(val, student_transforms(False)), epochs=cfg.epochs,
                         batch_size=cfg.batch_size, lr=cfg.lr, out_dir=out, device=device,
                         seed=cfg.seed, num_workers=args.workers, progress=cfg.progress,
-                        resume=args.resume, num_classes=len(classes))
+                        resume=args.resume, num_classes=len(classes), precision=cfg.precision)
     _write_json(out / "student_config.json",
                 {"model": cfg.model, "num_classes": len(classes), "classes": classes,
                  "num_points": cfg.num_points, "data": cfg.data, "pointcmt": not args.baseline,

@@ -111,6 +111,9 @@ class PipelineConfig:
             this many epochs of the PointCMT student; ``None``: the recipe's
             share of ``epochs`` (official: none).
         device (str): ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
+        precision (str): ``"32"``, ``"bf16"`` or ``"16"``: every stage's
+            forwards under ``torch.autocast`` in that dtype (float16 with a
+            loss scaler), see :class:`~pointcmt_pyg.train.Trainer`.
         out (str): Output directory.
         resume (bool): Reuse finished stages and continue interrupted ones.
         workers (int): Data-loader worker processes.
@@ -160,6 +163,7 @@ class PipelineConfig:
     detach_teacher_logits: Optional[bool] = None
     warmup_epochs: Optional[float] = None
     device: str = "auto"
+    precision: str = "32"
     out: str = "runs/modelnet40"
     resume: bool = False
     workers: int = 0
@@ -194,6 +198,8 @@ class PipelineConfig:
                                     if self.protocol == "finetune" else [])
         if stage == "pointcmt":
             keys += STAGE_SETTINGS["pointcmt"]
+        if self.precision != "32":   # recorded only when used: float32 runs keep their settings
+            keys.append("precision")
         return {k: getattr(self, k) for k in keys}
 
     def resolved(self) -> "PipelineConfig":
@@ -213,6 +219,9 @@ class PipelineConfig:
             stages=tuple(self.stages))
         if cfg.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {cfg.protocol!r}")
+        from .train.trainer import PRECISIONS
+        if cfg.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
         if cfg.finetune_epochs is None:
             cfg = dataclasses.replace(cfg, finetune_epochs=max(1, cfg.epochs // 2))
         if cfg.finetune_lr is None:
@@ -665,7 +674,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
     num_classes = len(classes)
     # Without bars the trainer still prints one line per epoch.
     common = dict(device=device, seed=cfg.seed, num_workers=cfg.workers, progress=True,
-                  resume=cfg.resume)
+                  resume=cfg.resume, precision=cfg.precision)
     results: Dict[str, Any] = {"model": cfg.model, "data": desc, "has_test": test is not None,
                                "num_classes": num_classes, "classes": classes,
                                "train_size": len(train), "val_size": len(val),

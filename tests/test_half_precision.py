@@ -69,3 +69,87 @@ def test_students_train_a_step_under_cpu_bf16_autocast(name):
     opt.step()
     assert torch.isfinite(loss)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+# ------------------------------------------------------------------ Trainer(precision=...)
+def _tiny_set(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        y = i % 3
+        pos = 0.5 * torch.randn(32, 3, generator=g)
+        pos[:, y] += 1.0
+        out.append(Data(pos=pos, y=torch.tensor([y])))
+    return out
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.point = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32))
+        self.head = torch.nn.Linear(32, 3)
+
+    def forward(self, data):
+        from torch_geometric.nn import global_max_pool
+        return self.head(global_max_pool(self.point(data.pos), data.batch))
+
+
+def test_trainer_bf16_autocasts_the_forward_and_learns():
+    from torch_geometric.loader import DataLoader
+    from pointcmt_pyg.train import Trainer, seed_everything
+    seen = []
+
+    class Spy(_Net):
+        def forward(self, data):
+            out = super().forward(data)
+            seen.append(out.dtype)
+            return out
+
+    seed_everything(0)
+    model = Spy()
+    trainer = Trainer(model, torch.optim.Adam(model.parameters(), lr=1e-2), device="cpu", progress=False,
+                      precision="bf16")
+    loader = DataLoader(_tiny_set(), batch_size=8, shuffle=True)
+    history = trainer.fit(loader, DataLoader(_tiny_set(12, 1), batch_size=6), epochs=4)
+    assert set(seen) == {torch.bfloat16}                 # every forward ran under autocast
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert all(p.dtype == torch.float32 for p in model.parameters())   # float32 master weights
+    assert isinstance(history["val_oa"][-1], float)
+
+
+def test_trainer_rejects_an_unknown_precision():
+    from pointcmt_pyg.train import Trainer
+    model = _Net()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), device="cpu", precision="fp8")
+
+
+def test_trainer_fp16_scales_the_loss_and_checkpoints_the_scaler(tmp_path):
+    from torch_geometric.loader import DataLoader
+    from pointcmt_pyg.train import Trainer, load_checkpoint, seed_everything
+    seed_everything(0)
+    model = _Net()
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05), device="cpu", progress=False,
+                      precision="16", out_dir=tmp_path)
+    assert trainer.scaler is not None
+    trainer.fit(DataLoader(_tiny_set(), batch_size=8), None, epochs=1)
+    saved = load_checkpoint(tmp_path / "last.pt")
+    assert saved["scaler"] is not None and saved["scaler"]["scale"] > 0
+
+
+def test_pipeline_runs_every_stage_in_bf16_and_records_it(tmp_path):
+    import json
+    from pointcmt_pyg.cli import config_from_args, pipeline_parser
+    from pointcmt_pyg.pipeline import PipelineConfig, run_pipeline
+    from test_pipeline import TINY
+
+    with pytest.raises(ValueError, match="precision must be one of"):
+        PipelineConfig(precision="fp8").resolved()
+    args = pipeline_parser().parse_args(["--precision", "bf16"])
+    assert config_from_args(args).precision == "bf16"
+    results = run_pipeline(PipelineConfig(out=str(tmp_path), precision="bf16", **TINY))
+    for stage in ("teacher", "cmpg", "baseline", "pointcmt"):
+        assert json.loads((tmp_path / stage / "settings.json").read_text())["precision"] == "bf16"
+    assert results["stages"]["pointcmt"]["test"]["num_samples"] == 9
+    # float32 runs keep settings without the key (their earlier runs stay resumable)
+    assert "precision" not in PipelineConfig(**TINY).settings("pointcmt")

@@ -130,7 +130,8 @@ def _run(model: nn.Module, step_fn: Callable, train_loader: Any, val_loader: Any
          device: Any, out_dir: Optional[PathLike], seed: int, resume: Any, progress: bool,
          compile: Any, select: str, loss_fn: Optional[Callable] = None,
          params: Optional[Iterable[nn.Parameter]] = None, num_classes: Optional[int] = None,
-         max_grad_norm: Optional[float] = None, min_lr_ratio: float = 0.01) -> StageResult:
+         max_grad_norm: Optional[float] = None, min_lr_ratio: float = 0.01,
+         precision: str = "32") -> StageResult:
     _check_positive("epochs", epochs, allow_zero=True)
     _check_positive("grad_accum", grad_accum)
     opt = build_optimizer(model.parameters() if params is None else params, optimizer, lr,
@@ -139,7 +140,7 @@ def _run(model: nn.Module, step_fn: Callable, train_loader: Any, val_loader: Any
     trainer = Trainer(model, opt, loss_fn=loss_fn, step_fn=step_fn, scheduler=scheduler,
                       device=device, grad_accum=grad_accum, compile=compile, out_dir=out_dir,
                       seed=seed, progress=progress, num_classes=num_classes,
-                      scheduler_interval=interval, max_grad_norm=max_grad_norm)
+                      scheduler_interval=interval, max_grad_norm=max_grad_norm, precision=precision)
     history = trainer.fit(train_loader, val_loader, epochs=epochs, select=select, resume=resume)
     return StageResult(trainer.model, history, trainer)
 
@@ -215,7 +216,8 @@ def train_teacher(teacher: nn.Module, train_set: Any, val_set: Any = None, *, ep
                   device: Any = None, out_dir: Optional[PathLike] = None, seed: int = 0,
                   num_workers: int = 0, resume: Any = None, progress: bool = True,
                   compile: Any = False, select: str = "val_oa",
-                  min_lr_ratio: float = 0.01, augment: bool = False) -> StageResult:
+                  min_lr_ratio: float = 0.01, augment: bool = False,
+                  precision: str = "32") -> StageResult:
     r"""Stage I: trains the multi-view image teacher on rendered views.
 
     Args:
@@ -228,7 +230,7 @@ def train_teacher(teacher: nn.Module, train_set: Any, val_set: Any = None, *, ep
             schedule decays to ``min_lr_ratio * lr``.
         label_smoothing (float): PyTorch-style smoothing of the CE target.
         optimizer (str): ``"adamw"``, ``"adam"`` or ``"sgd"``.
-        device, out_dir, seed, num_workers, resume, progress, compile, select:
+        device, out_dir, seed, num_workers, resume, progress, compile, select, precision:
             See :class:`~pointcmt_pyg.train.Trainer` and its ``fit``.
         augment (bool): Mirror and shift the training views
             (:func:`augment_views`). (default: ``False``)
@@ -254,7 +256,7 @@ def train_teacher(teacher: nn.Module, train_set: Any, val_set: Any = None, *, ep
                   device=device, out_dir=out_dir, seed=seed, resume=resume, progress=progress,
                   compile=compile, select=select, num_classes=_num_classes_of(teacher),
                   loss_fn=partial(F.cross_entropy, label_smoothing=label_smoothing),
-                  min_lr_ratio=min_lr_ratio)
+                  min_lr_ratio=min_lr_ratio, precision=precision)
     if out_dir is not None and D.is_main_process():
         _save_artifact(result.model, Path(out_dir) / "teacher.pt", "teacher")
     return result
@@ -365,7 +367,8 @@ def train_cmpg(cmpg: nn.Module, train_set: Any, val_set: Any = None, *,
                loss_weight: float = 1.0, grad_accum: int = 1, optimizer: str = "adamw",
                device: Any = None, out_dir: Optional[PathLike] = None, seed: int = 0,
                num_workers: int = 0, resume: Any = None, progress: bool = True,
-               compile: Any = False, min_lr_ratio: float = 0.01) -> StageResult:
+               compile: Any = False, min_lr_ratio: float = 0.01,
+               precision: str = "32") -> StageResult:
     r"""Stage II: trains the cross-modal point generator.
 
     The loss is the Earth Mover's Distance (:func:`pointcmt_pyg.ops.emd_loss`)
@@ -413,7 +416,8 @@ def train_cmpg(cmpg: nn.Module, train_set: Any, val_set: Any = None, *,
     result = _run(cmpg, step, train_loader, val_loader, epochs=epochs, lr=lr,
                   weight_decay=weight_decay, optimizer=optimizer, grad_accum=grad_accum,
                   device=device, out_dir=out_dir, seed=seed, resume=resume, progress=progress,
-                  compile=compile, select="val_loss", min_lr_ratio=min_lr_ratio)
+                  compile=compile, select="val_loss", min_lr_ratio=min_lr_ratio,
+                  precision=precision)
     if out_dir is not None and D.is_main_process():
         _save_artifact(result.model, Path(out_dir) / "cmpg.pt", "cmpg")
     return result
@@ -436,7 +440,7 @@ def train_student(model: nn.Module, train_set: Any, val_set: Any = None, *, epoc
                   resume: Any = None, progress: bool = True, compile: Any = False,
                   select: str = "val_oa", num_classes: Optional[int] = None,
                   max_grad_norm: Optional[float] = None,
-                  min_lr_ratio: float = 0.01) -> StageResult:
+                  min_lr_ratio: float = 0.01, precision: str = "32") -> StageResult:
     r"""Stage III: trains a point-cloud classifier, plain or with PointCMT.
 
     Args:
@@ -478,7 +482,7 @@ def train_student(model: nn.Module, train_set: Any, val_set: Any = None, *, epoc
                   grad_accum=grad_accum, device=device, out_dir=out_dir, seed=seed,
                   resume=resume, progress=progress, compile=compile, select=select,
                   loss_fn=loss_fn, params=params, num_classes=num_classes,
-                  max_grad_norm=max_grad_norm, min_lr_ratio=min_lr_ratio)
+                  max_grad_norm=max_grad_norm, min_lr_ratio=min_lr_ratio, precision=precision)
     if out_dir is not None and D.is_main_process():
         student = model.student if distill else model
         atomic_save(student.state_dict(), Path(out_dir) / "student.pt")

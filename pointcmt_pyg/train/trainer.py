@@ -293,6 +293,10 @@ def _fmt(value: Optional[float], pct: bool = False) -> str:
     return f"{100 * value:.2f}%" if pct else f"{value:.4f}"
 
 
+#: ``precision`` of :class:`Trainer`: the autocast dtype (``None``: plain float32).
+PRECISIONS: Dict[str, Optional[torch.dtype]] = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
 class Trainer:
     r"""Trains a model with a pluggable step function; see the module
     docstring for the behaviour.
@@ -328,6 +332,10 @@ class Trainer:
         scheduler_interval (str): ``"epoch"`` or ``"step"``.
         max_grad_norm (float, optional): Clip the gradient norm before each step.
         ddp_kwargs (dict, optional): Extra ``DistributedDataParallel`` arguments.
+        precision (str): ``"32"`` (float32), ``"bf16"`` (forwards under
+            ``torch.autocast`` in bfloat16, on CPU or CUDA) or ``"16"`` (float16
+            autocast with a ``GradScaler``, whose state is checkpointed; meant
+            for CUDA). Metrics are computed from float32 logits. (default: ``"32"``)
     """
 
     def __init__(
@@ -347,6 +355,7 @@ class Trainer:
         scheduler_interval: str = "epoch",
         max_grad_norm: Optional[float] = None,
         ddp_kwargs: Optional[Dict[str, Any]] = None,
+        precision: str = "32",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -373,6 +382,8 @@ class Trainer:
         if num_classes is not None and (isinstance(num_classes, bool)
                                         or not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.seed = _check_seed(seed)
 
         self.rank = D.get_rank()
@@ -388,6 +399,11 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={str(self.device)!r} but CUDA is not available")
 
+        self.precision = precision
+        # Mixed precision: forwards under torch.autocast; float16 also scales the loss
+        # (a GradScaler) so that small gradients survive; bfloat16 needs no scaling.
+        self._amp_dtype = PRECISIONS[precision]
+        self.scaler = (torch.amp.GradScaler(self.device.type) if precision == "16" else None)
         self.model = D.unwrap_model(model).to(self.device)
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -431,6 +447,7 @@ class Trainer:
             "best_epoch": self.history.best_epoch,
             "best_model": self.best_state,
             "rng": _rng_state(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -462,6 +479,8 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.history = History.from_dict(state["history"])
         self.best_state = state.get("best_model")
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"])
 
     def save_checkpoint(self, path: Union[str, Path]) -> Optional[Path]:
@@ -541,9 +560,11 @@ class Trainer:
             sync = (contextlib.nullcontext() if (last_in_group or not is_ddp)
                     else self._ddp.no_sync())
             with sync:
-                loss, logits, labels = self.step_fn(self._train_model, batch)
+                with self._autocast():
+                    loss, logits, labels = self.step_fn(self._train_model, batch)
                 loss = self._check_loss(loss, f"epoch {epoch + 1}, batch {i}")
-                (loss / group).backward()
+                scaled = loss.float() / group
+                (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
             pending += 1
             if last_in_group:
                 self._optimizer_step()
@@ -561,10 +582,21 @@ class Trainer:
             bar.close()
         return meter.reduce(self.device).compute()
 
+    def _autocast(self) -> Any:
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
+
     def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)       # clip the true gradients
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)            # skipped when a gradient is inf/NaN
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
@@ -603,7 +635,10 @@ class Trainer:
             for i, batch in enumerate(_progress_bar(loader, self.progress and self.is_main,
                                                     desc=desc, leave=False)):
                 batch = _to_device(batch, self.device)
-                loss, logits, labels = self.step_fn(self._eval_model, batch)
+                with self._autocast():
+                    loss, logits, labels = self.step_fn(self._eval_model, batch)
+                if logits is not None and logits.is_floating_point():
+                    logits = logits.float()
                 if loss is None and logits is not None and labels is not None:
                     loss = self.loss_fn(logits, check_labels(labels, logits))
                 if loss is not None and not (isinstance(loss, Tensor) and loss.numel() == 1):
