@@ -52,11 +52,16 @@ def make_trainer(out_dir, grad_accum):
                    grad_accum=grad_accum)
 
 
-def _worker(rank, port, out):
+def _join_gloo_group(rank, port):
+    """What torchrun does for a spawned worker: its env, one thread, the gloo group."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    ctx = init_distributed(device="cpu")
+    return init_distributed(device="cpu")
+
+
+def _worker(rank, port, out):
+    ctx = _join_gloo_group(rank, port)
     try:
         assert (ctx.rank, ctx.world_size, ctx.backend) == (rank, WORLD, "gloo")
         train = make_loader(make_set(24, seed=1), batch_size=PER_RANK_BATCH, shuffle=True,
@@ -205,10 +210,7 @@ def make_distiller_trainer(out_dir, grad_accum):
 
 
 def _bn_worker(rank, port, out):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    init_distributed(device="cpu")
+    _join_gloo_group(rank, port)
     try:
         train = make_loader(make_feature_set(24, seed=1), batch_size=PER_RANK_BATCH, shuffle=True,
                             seed=5)

@@ -141,20 +141,26 @@ class KilledAfter(list):
         return super().__getitem__(index)
 
 
+def _kill_and_resume(train_fn, make_model, train, val, tmp_path, init_seed, lr=1e-2):
+    """Trains 3 epochs uninterrupted (tmp_path/full); then the same run killed in epoch 2
+    after 5 fetches of its 12 training shapes, resumed by a 'new process' with another
+    initialisation (tmp_path/run). Returns both results."""
+    kwargs = dict(epochs=3, batch_size=4, lr=lr, device="cpu", progress=False, seed=3)
+    seed_everything(init_seed)
+    full = train_fn(make_model(), train, val, out_dir=tmp_path / "full", **kwargs)
+    seed_everything(init_seed)
+    with pytest.raises(KeyboardInterrupt):
+        train_fn(make_model(), KilledAfter(train, len(train) + 5), val, out_dir=tmp_path / "run", **kwargs)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+    seed_everything(99)
+    resumed = train_fn(make_model(), train, val, out_dir=tmp_path / "run", resume=True, **kwargs)
+    assert resumed.history["train_loss"] == full.history["train_loss"]
+    return full, resumed
+
+
 def test_train_teacher_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     train, val = make_set(12, 1), make_set(6, 2)
-    kwargs = dict(epochs=3, batch_size=4, lr=1e-2, device="cpu", progress=False, seed=3)
-    seed_everything(0)
-    full = train_teacher(TinyTeacher(), train, val, out_dir=tmp_path / "full", **kwargs)
-    seed_everything(0)
-    with pytest.raises(KeyboardInterrupt):            # dies in epoch 2, after 5 fetches
-        train_teacher(TinyTeacher(), KilledAfter(train, 12 + 5), val,
-                      out_dir=tmp_path / "run", **kwargs)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
-    seed_everything(99)                               # a new process, another init
-    resumed = train_teacher(TinyTeacher(), train, val, out_dir=tmp_path / "run", resume=True,
-                            **kwargs)
-    assert resumed.history["train_loss"] == full.history["train_loss"]
+    full, resumed = _kill_and_resume(train_teacher, TinyTeacher, train, val, tmp_path, init_seed=0)
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -245,16 +251,7 @@ def test_train_cmpg_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     seed_everything(0)
     teacher = TinyTeacher()
     train, val = make_set(12, 4, teacher), make_set(6, 5, teacher)
-    kwargs = dict(epochs=3, batch_size=4, lr=1e-2, device="cpu", progress=False, seed=3)
-    seed_everything(1)
-    full = train_cmpg(TinyCMPG(), train, val, out_dir=tmp_path / "full", **kwargs)
-    seed_everything(1)
-    with pytest.raises(KeyboardInterrupt):            # dies in epoch 2, after 5 fetches
-        train_cmpg(TinyCMPG(), KilledAfter(train, 12 + 5), val, out_dir=tmp_path / "run", **kwargs)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
-    seed_everything(99)                               # a new process, another init
-    resumed = train_cmpg(TinyCMPG(), train, val, out_dir=tmp_path / "run", resume=True, **kwargs)
-    assert resumed.history["train_loss"] == full.history["train_loss"]
+    full, resumed = _kill_and_resume(train_cmpg, TinyCMPG, train, val, tmp_path, init_seed=1)
     assert resumed.history["val_loss"] == full.history["val_loss"]
     _assert_same_state(full.model, resumed.model)
     # cmpg.pt (a plain state_dict for a non-package CMPG) is the selected model of both runs.
@@ -305,25 +302,15 @@ def test_train_student_pointcmt_kill_and_resume_matches_an_uninterrupted_run(tmp
     teacher = TinyTeacher()
     cmpg = TinyCMPG()
     train, val = make_set(12, 7, teacher), make_set(6, 8, teacher)
-    kwargs = dict(epochs=3, batch_size=4, lr=5e-3, device="cpu", progress=False, seed=3)
-
     def distiller():
         # official: CE-through-projection term too; warm-up spans the kill (3 steps per epoch)
         return CrossModalDistiller(TinyStudent(), teacher=teacher, cmpg=cmpg, recipe="official",
                                    warmup_steps=5)
 
-    seed_everything(2)
-    full = train_student(distiller(), train, val, out_dir=tmp_path / "full", **kwargs)
+    full, resumed = _kill_and_resume(train_student, distiller, train, val, tmp_path, init_seed=2, lr=5e-3)
     assert full.model.teacher_to_student is not None and full.model.student_to_teacher is not None
     last_full = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     assert int(last_full["num_steps"]) == 9           # 3 epochs x 3 batches
-    seed_everything(2)
-    with pytest.raises(KeyboardInterrupt):            # dies in epoch 2, after 5 fetches
-        train_student(distiller(), KilledAfter(train, 12 + 5), val, out_dir=tmp_path / "run", **kwargs)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
-    seed_everything(99)                               # a new process, another init
-    resumed = train_student(distiller(), train, val, out_dir=tmp_path / "run", resume=True, **kwargs)
-    assert resumed.history["train_loss"] == full.history["train_loss"]
     _assert_same_state(full.model, resumed.model)     # the selected model
     last_resumed = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     assert last_full.keys() == last_resumed.keys()     # the last one, counter included
