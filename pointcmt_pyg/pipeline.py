@@ -646,10 +646,10 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
     from .datasets import AttachImageFeatures, FeatureCache, compute_teacher_features
     from .datasets import train_val_split
     from .models import get_model
-    from .nn import CMPG, CrossModalDistiller, MultiViewTeacher, load_cmpg, load_teacher
+    from .nn import CMPG, CrossModalDistiller, load_cmpg
     from .render import save_montage
     from .train import (History, plot_confusion_matrix, plot_training_curves, seed_everything,
-                        train_cmpg, train_student, train_teacher)
+                        train_cmpg, train_student)
 
     from .train import distributed as D
     cfg = cfg.resolved()
@@ -683,39 +683,8 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
     histories: Dict[str, Any] = {}
 
     # ------------------------------------------------------------ stage I
-    train_t, val_t, test_t = train, val, test
-    if data is None and _is_point_folder(cfg) and cfg.teacher_points != cfg.num_points:
-        # The views are projected from every stored point (or teacher_points),
-        # not from the student's sparser sample: same shapes, ids and carve.
-        full_train_t, test_t, _, _ = load_data(cfg, for_teacher=True)
-        train_t, val_t = train_val_split(full_train_t, cfg.val_fraction, cfg.seed)
-    t_views = teacher_transforms(cfg, out)
-    train_v, val_v = _with_transform(train_t, t_views), _with_transform(val_t, t_views)
-    stage_dir = out / "teacher"
-    settings = cfg.settings("teacher")
-    done = _read_done(stage_dir, cfg.resume, settings, log)
-    teacher_trained = done is None
-    if done is not None:
-        teacher = load_teacher(stage_dir / "teacher.pt").to(device)
-        log(f"teacher: reusing {stage_dir / 'teacher.pt'}")
-    else:
-        common["resume"] = _start_stage(stage_dir, settings, cfg.resume, main, log)
-        log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px, "
-            f"{cfg.teacher_epochs} epochs)")
-        seed_everything(cfg.seed)
-        teacher = MultiViewTeacher(num_classes, backbone=cfg.backbone, in_channels=1)
-        res = train_teacher(teacher, train_v, val_v, epochs=cfg.teacher_epochs,
-                            batch_size=cfg.teacher_batch_size, lr=cfg.teacher_lr,
-                            augment=cfg.teacher_augment, out_dir=stage_dir, **common)
-        teacher = res.model
-        wrapped = teacher_eval_wrapper(teacher)
-        done = {"val": _summary(_evaluate(wrapped, DataLoader(
-                    val_v, batch_size=cfg.teacher_batch_size), device, num_classes)),
-                "test": _summary(_evaluate(wrapped, None if test_t is None else DataLoader(
-                    _with_transform(test_t, t_views), batch_size=cfg.teacher_batch_size),
-                    device, num_classes)),
-                "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
-        _write_done(stage_dir, done, main)
+    teacher, done, teacher_trained, train_v, val_v = _stage_teacher(
+        cfg, data, train, val, test, out, common, device, num_classes, main, log)
     histories["teacher"] = History.from_dict(done["history"])
     results["stages"]["teacher"] = {k: done.get(k) for k in ("val", "test", "epoch_seconds")}
     try:
@@ -737,7 +706,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
             compute_teacher_features(teacher, _concat(train_v, val_v),
                                      batch_size=cfg.teacher_batch_size, device=device,
                                      progress=cfg.progress,
-                                     metadata={"teacher": str(stage_dir / "teacher.pt")}
+                                     metadata={"teacher": str(out / "teacher" / "teacher.pt")}
                                      ).save(feat_path)
         D.barrier()
     cache = FeatureCache.load(feat_path)
@@ -866,6 +835,85 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
     print(results["table"])
     print(f"\nwall time {results['wall_seconds'] / 60:.1f} min; artifacts in {out}")
     return results
+
+
+def run_teacher_stage(cfg: PipelineConfig, views_dir: Optional[Path] = None) -> Dict[str, Any]:
+    r"""Runs stage I of the pipeline alone, with the same code as
+    :func:`run_pipeline`: loads ``cfg.data``, carves the validation split,
+    renders (or reuses) the views under ``cfg.out/views`` and trains the
+    teacher into ``cfg.out/teacher`` (reused when ``cfg.resume`` and its
+    settings are unchanged). For comparing teacher settings
+    (``bench/teacher_cost.py``) without training a CMPG and students.
+
+    Args:
+        cfg (PipelineConfig): The settings (the student's are unused).
+        views_dir (Path, optional): The view cache (default ``cfg.out/views``);
+            one cache serves every view setting, each in its own sub-folder.
+
+    Returns:
+        ``{"val": {...}, "test": {...} or None, "epoch_seconds": float,
+        "history": {...}}``, the stage's ``done.json``.
+    """
+    from .datasets import train_val_split
+    cfg = cfg.resolved()
+    device = _resolve_device(cfg.device)
+    out = Path(cfg.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    full_train, test, classes, _ = load_data(cfg)
+    train, val = train_val_split(full_train, cfg.val_fraction, cfg.seed)
+    common = dict(device=device, seed=cfg.seed, num_workers=cfg.workers, progress=True,
+                  resume=cfg.resume, precision=cfg.precision)
+    _, done, _, _, _ = _stage_teacher(cfg, None, train, val, test, out, common, device,
+                                      len(classes), True, _log, views_dir=views_dir)
+    return done
+
+
+def _stage_teacher(cfg: PipelineConfig, data: Any, train: Any, val: Any, test: Any, out: Path,
+                   common: Dict[str, Any], device: torch.device, num_classes: int, main: bool,
+                   log: Any, views_dir: Optional[Path] = None
+                   ) -> Tuple[torch.nn.Module, Dict[str, Any], bool, Any, Any]:
+    r"""Stage I of :func:`run_pipeline` (and of :func:`run_teacher_stage`):
+    trains the teacher into ``out/teacher`` (or reuses it when resuming with
+    the same settings). Returns ``(teacher, done, trained, train_views,
+    val_views)``; ``done`` holds its validation and test scores."""
+    from .datasets import train_val_split
+    from .nn import MultiViewTeacher, load_teacher
+    from .train import seed_everything, train_teacher
+    common = dict(common)
+    train_t, val_t, test_t = train, val, test
+    if data is None and _is_point_folder(cfg) and cfg.teacher_points != cfg.num_points:
+        # The views are projected from every stored point (or teacher_points),
+        # not from the student's sparser sample: same shapes, ids and carve.
+        full_train_t, test_t, _, _ = load_data(cfg, for_teacher=True)
+        train_t, val_t = train_val_split(full_train_t, cfg.val_fraction, cfg.seed)
+    t_views = teacher_transforms(cfg, out, cache_dir=views_dir)
+    train_v, val_v = _with_transform(train_t, t_views), _with_transform(val_t, t_views)
+    stage_dir = out / "teacher"
+    settings = cfg.settings("teacher")
+    done = _read_done(stage_dir, cfg.resume, settings, log)
+    teacher_trained = done is None
+    if done is not None:
+        teacher = load_teacher(stage_dir / "teacher.pt").to(device)
+        log(f"teacher: reusing {stage_dir / 'teacher.pt'}")
+    else:
+        common["resume"] = _start_stage(stage_dir, settings, cfg.resume, main, log)
+        log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px, "
+            f"{cfg.teacher_epochs} epochs)")
+        seed_everything(cfg.seed)
+        teacher = MultiViewTeacher(num_classes, backbone=cfg.backbone, in_channels=1)
+        res = train_teacher(teacher, train_v, val_v, epochs=cfg.teacher_epochs,
+                            batch_size=cfg.teacher_batch_size, lr=cfg.teacher_lr,
+                            augment=cfg.teacher_augment, out_dir=stage_dir, **common)
+        teacher = res.model
+        wrapped = teacher_eval_wrapper(teacher)
+        done = {"val": _summary(_evaluate(wrapped, DataLoader(
+                    val_v, batch_size=cfg.teacher_batch_size), device, num_classes)),
+                "test": _summary(_evaluate(wrapped, None if test_t is None else DataLoader(
+                    _with_transform(test_t, t_views), batch_size=cfg.teacher_batch_size),
+                    device, num_classes)),
+                "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
+        _write_done(stage_dir, done, main)
+    return teacher, done, teacher_trained, train_v, val_v
 
 
 class _TeacherOnViews(torch.nn.Module):

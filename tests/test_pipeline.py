@@ -280,3 +280,18 @@ def test_pipeline_killed_inside_stage_three_resumes_to_the_uninterrupted_result(
         assert torch.equal(full[name], resumed[name]), name
     for name, content in before.items():                       # stages I and II reused, not retrained
         assert (tmp_path / "run" / name).read_bytes() == content
+
+
+def test_teacher_stage_alone_is_the_pipelines_stage_one(tiny_run, tmp_path):
+    """run_teacher_stage (bench/teacher_cost.py) trains the same teacher as a
+    full run: same settings and seed give the same weights and scores."""
+    from pointcmt_pyg.pipeline import run_teacher_stage
+    out, results = tiny_run
+    done = run_teacher_stage(PipelineConfig(out=str(tmp_path), **TINY))
+    full = json.loads((out / "teacher" / "done.json").read_text())
+    assert done["val"] == full["val"] and done["test"] == full["test"]
+    assert done["history"]["records"][-1]["train_loss"] == full["history"]["records"][-1]["train_loss"]
+    ours = torch.load(tmp_path / "teacher" / "best.pt", weights_only=False)
+    theirs = torch.load(out / "teacher" / "best.pt", weights_only=False)
+    for name, tensor in theirs["model"].items():
+        assert torch.equal(ours["model"][name], tensor), name
