@@ -10,6 +10,8 @@
 //   * returned indices are int64 and global (index rows of `x`); -1 pads.
 #include <torch/library.h>
 
+#include "cpu/parallel.h"
+
 #ifndef POINTCMT_NO_PYTHON
 #include <Python.h>
 // A tiny Python module so `import pointcmt_pyg._C` loads the library and runs
@@ -49,4 +51,10 @@ TORCH_LIBRARY(pointcmt, m) {
   //          gap (B,): certified upper bound on cost - optimal cost, from the
   //          prices as dual variables).
   m.def("emd(Tensor x, Tensor y, float eps, int max_iters) -> (Tensor, Tensor, Tensor)");
+
+  // Not a point op: the Python wrappers call it around their own torch ops
+  // (argument checks, edge construction) so that those run on one thread,
+  // as explained in cpu/parallel.h (serial_torch_ops). enter=False undoes
+  // the innermost enter=True of the calling thread.
+  m.def("_serial_torch_ops(bool enter) -> ()", &pointcmt::cpu::serial_torch_ops);
 }

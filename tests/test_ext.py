@@ -24,6 +24,13 @@ def test_every_op_is_registered_with_the_declared_schema(name):
     assert str(op._schema) == "pointcmt::" + _ext.SCHEMAS[name]
 
 
+@pytest.mark.skipif(ops.backend() != "extension", reason="the compiled extension is not loaded")
+@pytest.mark.parametrize("name", sorted(_ext.INTERNAL_SCHEMAS))
+def test_internal_ops_are_registered_with_the_declared_schema(name):
+    op = getattr(torch.ops.pointcmt, name).default
+    assert str(op._schema) == "pointcmt::" + _ext.INTERNAL_SCHEMAS[name]
+
+
 def test_cpp_schemas_match_python_schemas():
     """csrc/pointcmt.cpp and _ext.SCHEMAS declare the same ops, byte for byte."""
     with open(os.path.join(ROOT, "csrc", "pointcmt.cpp")) as f:
@@ -32,9 +39,9 @@ def test_cpp_schemas_match_python_schemas():
     for line in cpp.splitlines():
         line = line.strip()
         if line.startswith('m.def("'):
-            schema = line[len('m.def("'):line.rindex('")')]
+            schema = line[len('m.def("'):line.index('"', len('m.def("'))]
             declared[schema.split("(")[0]] = schema
-    assert declared == _ext.SCHEMAS
+    assert declared == {**_ext.SCHEMAS, **_ext.INTERNAL_SCHEMAS}
 
 
 def test_extension_is_built_in_ci():

@@ -36,18 +36,17 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <tuple>
 #include <type_traits>
 #include <vector>
+
+#include "cpu/parallel.h"
 
 #if !defined(POINTCMT_NO_MV) && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
     defined(__linux__)
@@ -612,52 +611,6 @@ void emd_pair(const scalar_t* x, const scalar_t* y, int64_t n, int64_t dim, doub
   *gap_out = g;
 }
 
-// Runs fn(b) for b in [0, count) on up to at::get_num_threads() threads.
-//
-// at::parallel_for is header-inline OpenMP in the usual torch builds, so it runs
-// serially unless this file is compiled with -fopenmp; the pairs are instead
-// handed to torch's inter-op thread pool (at::launch). Work is claimed from a
-// shared counter and the calling thread claims too, so it only ever waits for
-// pairs already being solved: no deadlock when the pool is busy or when this is
-// itself called from a pool thread.
-template <typename F>
-void parallel_pairs(int64_t count, int64_t min_parallel_work, int64_t work_per_item, const F& fn) {
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), count);
-  if (threads <= 1 || count * work_per_item < min_parallel_work) {
-    for (int64_t b = 0; b < count; ++b) fn(b);
-    return;
-  }
-  struct State {
-    std::atomic<int64_t> next{0};
-    int64_t done = 0;
-    std::mutex mutex;
-    std::condition_variable finished;
-    std::exception_ptr error;
-  };
-  auto state = std::make_shared<State>();
-  const F* fn_ptr = &fn;
-  auto worker = [state, count, fn_ptr]() {
-    while (true) {
-      const int64_t b = state->next.fetch_add(1);
-      if (b >= count) return;  // nothing left: never touches fn again
-      std::exception_ptr error;
-      try {
-        (*fn_ptr)(b);
-      } catch (...) {
-        error = std::current_exception();
-      }
-      std::lock_guard<std::mutex> lock(state->mutex);
-      if (error && !state->error) state->error = error;
-      if (++state->done == count) state->finished.notify_all();
-    }
-  };
-  for (int64_t t = 1; t < threads; ++t) at::launch(worker);
-  worker();
-  std::unique_lock<std::mutex> lock(state->mutex);
-  state->finished.wait(lock, [&] { return state->done == count; });
-  if (state->error) std::rethrow_exception(state->error);
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> emd_cpu(const at::Tensor& x, const at::Tensor& y, double eps,
                                                        int64_t max_iters) {
   TORCH_CHECK(x.device().is_cpu() && y.device().is_cpu(), "pointcmt::emd: 'x' and 'y' must be CPU tensors");
@@ -683,10 +636,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> emd_cpu(const at::Tensor& x, cons
     scalar_t* dp = dist.data_ptr<scalar_t>();
     int64_t* ap = assignment.data_ptr<int64_t>();
     scalar_t* gp = gap.data_ptr<scalar_t>();
-    parallel_pairs(B, /*min_parallel_work=*/1 << 18, /*work_per_item=*/n * n * dim, [&](int64_t b) {
-      emd_pair<scalar_t>(xp + b * n * dim, yp + b * n * dim, n, dim, eps, max_iters, dp + b * n, ap + b * n,
-                         gp + b);
-    });
+    // One pair per chunk, claimed dynamically (cpu/parallel.h): pairs differ in cost.
+    parallel_chunks(
+        B, 1,
+        [&](int64_t begin, int64_t end) {
+          for (int64_t b = begin; b < end; ++b)
+            emd_pair<scalar_t>(xp + b * n * dim, yp + b * n * dim, n, dim, eps, max_iters, dp + b * n,
+                               ap + b * n, gp + b);
+        },
+        /*work_per_item=*/n * n * dim, /*min_parallel_work=*/1 << 18);
   });
   return {dist, assignment, gap};
 }

@@ -1,9 +1,6 @@
-// Shared by the CPU point kernels (fps, knn, radius): a thread team and a
-// uniform grid per cloud for low-dimensional (D <= 3) neighbour searches.
-//
-// Team / parallel_chunks: the loops run on torch's intra-op threads, the same
-// ones (and as many) as every torch op, whether or not this file is compiled
-// with -fopenmp (see on_intraop_threads); chunks are claimed dynamically.
+// Shared by the CPU point kernels (knn, radius): a uniform grid per cloud for
+// low-dimensional (D <= 3) neighbour searches. Its loops run through
+// cpu/parallel.h (Team, parallel_chunks).
 //
 // PointGrid: the points of every cloud are counting-sorted by cell (x fastest,
 // then y, then z; ascending index inside a cell) into a copy, so any run of
@@ -15,7 +12,6 @@
 #pragma once
 
 #include <ATen/Parallel.h>
-#include <ATen/TensorIterator.h>
 
 #include <algorithm>
 #include <atomic>
@@ -29,81 +25,10 @@
 #include <vector>
 
 #include "cpu/common.h"
+#include "cpu/parallel.h"
 
 namespace pointcmt {
 namespace cpu {
-
-// Runs body() once on each of `workers` of torch's intra-op threads (the
-// calling thread included), in one parallel region.
-//
-// at::parallel_for is header-inline, so in a file compiled without -fopenmp
-// it runs serially; TensorIterator::for_each is compiled inside libtorch and
-// reaches the same intra-op threads (OpenMP or torch's native pool) as every
-// other torch op. An iterator of one element per worker, split with grain 1,
-// calls the loop once per worker.
-template <typename F>
-void on_intraop_threads(int64_t workers, const F& body) {
-#if defined(_OPENMP)
-  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t w = begin; w < end; ++w) body();
-  });
-#else
-  auto slots = at::empty({workers}, at::TensorOptions().dtype(at::kByte));
-  auto iter = at::TensorIteratorConfig()
-                  .add_output(slots)
-                  .check_all_same_dtype(false)
-                  .resize_outputs(false)
-                  .build();
-  iter.for_each(
-      [&](char** /*data*/, const int64_t* /*strides*/, int64_t size0, int64_t size1) {
-        for (int64_t w = 0; w < size0 * size1; ++w) body();
-      },
-      /*grain_size=*/1);
-#endif
-}
-
-// The threads of one op. run(n, grain, fn) calls fn(begin, end) over [0, n)
-// in chunks of at most `grain` items on torch's intra-op threads (as many as
-// at::get_num_threads()), claimed dynamically from a shared counter (the work
-// per query varies), so a thread that starts late just leaves its share to the
-// others. Serial inside another parallel region.
-class Team {
- public:
-  template <typename F>
-  void run(int64_t n, int64_t grain, const F& fn) {
-    if (n <= 0) return;
-    grain = std::max<int64_t>(grain, 1);
-    const int64_t chunks = (n + grain - 1) / grain;
-    const int64_t workers = std::min<int64_t>(chunks, at::get_num_threads());
-    if (workers <= 1 || at::in_parallel_region()) {
-      fn(int64_t(0), n);
-      return;
-    }
-    std::atomic<int64_t> next{0};
-    std::mutex error_mutex;
-    std::exception_ptr error;
-    on_intraop_threads(workers, [&]() {
-      while (true) {
-        const int64_t c = next.fetch_add(1);
-        if (c >= chunks) return;
-        try {
-          fn(c * grain, std::min(n, (c + 1) * grain));
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(error_mutex);
-          if (!error) error = std::current_exception();
-        }
-      }
-    });
-    if (error) std::rethrow_exception(error);
-  }
-};
-
-// One parallel loop: fn(begin, end) over [0, n) in chunks of at most `grain`
-// items (see Team).
-template <typename F>
-void parallel_chunks(int64_t n, int64_t grain, const F& fn) {
-  Team().run(n, grain, fn);
-}
 
 // Computed squared distances (D <= 3, every operation rounded once in float32
 // or float64) are within a few units of roundoff of the true ones; a region

@@ -28,6 +28,13 @@ SCHEMAS: Dict[str, str] = {
     "emd": "emd(Tensor x, Tensor y, float eps, int max_iters) -> (Tensor, Tensor, Tensor)",
 }
 
+#: Ops of the extension that are not point ops (no CUDA kernel, no reference):
+#: ``_serial_torch_ops`` runs the wrappers' own torch ops on one thread
+#: (:mod:`pointcmt_pyg.ops._threads`).
+INTERNAL_SCHEMAS: Dict[str, str] = {
+    "_serial_torch_ops": "_serial_torch_ops(bool enter) -> ()",
+}
+
 _BACKEND: Optional[str] = None
 _LOAD_ERROR: Optional[str] = None
 _PY_LIBRARY: Optional[torch.library.Library] = None

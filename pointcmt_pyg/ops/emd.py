@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from . import _ext
+from ._threads import serial_torch_ops
 from ._reference import register_device_fallback
 from ._reference_emd import emd_reference
 from ._validation import check_points, check_same, compute_dtype
@@ -66,6 +67,7 @@ def _backward(ctx, grad_dist: Tensor, grad_assignment, grad_gap):
 torch.library.register_autograd("pointcmt::emd", _backward, setup_context=_setup_context)
 
 
+@serial_torch_ops
 def emd(x: Tensor, y: Tensor, eps: float = DEFAULT_EPS,
         max_iters: int = DEFAULT_MAX_ITERS) -> Tuple[Tensor, Tensor, Tensor]:
     r"""Earth Mover's Distance (optimal bijection, squared Euclidean cost).
@@ -123,6 +125,7 @@ def _safe_sqrt(d: Tensor) -> Tensor:
     return torch.where(positive, torch.where(positive, d, torch.ones_like(d)).sqrt(), torch.zeros_like(d))
 
 
+@serial_torch_ops
 def emd_loss(x: Tensor, y: Tensor, reduction: str = "mean", sqrt: bool = False,
              eps: float = DEFAULT_EPS, max_iters: int = DEFAULT_MAX_ITERS) -> Tensor:
     r"""EMD loss: the mean over points of the squared distance to the matched

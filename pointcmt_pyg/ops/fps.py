@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from . import _ext
+from ._threads import serial_torch_ops
 from ._reference import fps_reference, register_device_fallback
 from ._validation import _tracing, batch_to_ptr, check_points, check_ptr, compute_dtype
 
@@ -67,6 +68,7 @@ def _start_indices(counts: Tensor, random_start: bool) -> Tensor:
     return torch.minimum(start, (counts - 1).clamp(min=0))
 
 
+@serial_torch_ops
 def fps(
     x: Tensor,
     batch: Optional[Tensor] = None,
@@ -132,6 +134,7 @@ def fps(
     return torch.ops.pointcmt.fps(x.contiguous(), ptr, out_ptr, start, num_out)
 
 
+@serial_torch_ops
 def fps_dense(
     x: Tensor,
     num_samples: int,

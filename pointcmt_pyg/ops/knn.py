@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from . import _ext
+from ._threads import serial_torch_ops
 from ._edges import padded_to_edges
 from ._reference import knn_reference, register_device_fallback
 from ._validation import batch_to_ptr, check_points, check_same, check_same_num_clouds, compute_dtype
@@ -49,6 +50,7 @@ def _check_flow(flow: str) -> None:
         raise ValueError(f"'flow' must be 'source_to_target' or 'target_to_source' (got {flow!r})")
 
 
+@serial_torch_ops
 def knn(
     x: Tensor,
     y: Tensor,
@@ -94,6 +96,7 @@ def knn(
     return padded_to_edges(idx)
 
 
+@serial_torch_ops
 def knn_graph(
     x: Tensor,
     k: int,
@@ -148,6 +151,7 @@ def knn_graph(
     return edge_index.flip([0]) if flow == "source_to_target" else edge_index
 
 
+@serial_torch_ops
 def knn_dense(x: Tensor, y: Tensor, k: int, cosine: bool = False) -> Tuple[Tensor, Tensor]:
     r"""k nearest neighbours on padded batches.
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from . import _ext
+from ._threads import serial_torch_ops
 from ._edges import padded_to_edges
 from ._reference import radius_reference, register_device_fallback
 from ._validation import batch_to_ptr, check_points, check_same, check_same_num_clouds, compute_dtype
@@ -58,6 +59,7 @@ def _check_flag(value: bool, name: str) -> None:
         raise TypeError(f"'{name}' must be a bool (got {type(value).__name__})")
 
 
+@serial_torch_ops
 def radius(
     x: Tensor,
     y: Tensor,
@@ -101,6 +103,7 @@ def radius(
     return padded_to_edges(idx)
 
 
+@serial_torch_ops
 def radius_graph(
     x: Tensor,
     r: float,
