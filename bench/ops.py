@@ -54,12 +54,34 @@ TARGETS = [
 EMD_MAX_ERROR = 0.5  # percent
 
 
+#: With ``--under-load``: every implementation is timed at each of these
+#: torch thread counts, in the same round-robin (see ``threaded``).
+THREAD_SWEEP: List[int] = []
+
+
+def threaded(fns: Dict[str, Callable[[], object]]) -> Dict[str, Callable[[], object]]:
+    """``{"impl @ 1t": fn under torch.set_num_threads(1), ...}`` for every
+    thread count of THREAD_SWEEP (``fns`` unchanged when it is empty)."""
+    if not THREAD_SWEEP:
+        return fns
+
+    def at(fn: Callable[[], object], threads: int) -> Callable[[], object]:
+        def call() -> object:
+            torch.set_num_threads(threads)
+            return fn()
+        return call
+    return {f"{name} @ {t}t": at(fn, t) for name, fn in fns.items() for t in THREAD_SWEEP}
+
+
 def time_round_robin(fns: Dict[str, Callable[[], object]], repeat: int, device: str) -> Dict[str, float]:
     """Median wall time in milliseconds of every function, called in turn
-    ``repeat`` times each after one warm-up call each."""
+    ``repeat`` times each after one warm-up call each (each at every thread
+    count of THREAD_SWEEP when it is set)."""
     def sync() -> None:
         if device == "cuda":
             torch.cuda.synchronize()
+
+    fns = threaded(fns)
 
     for fn in fns.values():
         fn()
@@ -123,12 +145,11 @@ def run(device: str, repeat: int, emd_repeat: int, tasks: str = "fps,knn,radius,
     batch = torch.arange(B, device=device).repeat_interleave(N)
     tc = optional("torch_cluster")
     fpsample = optional("fpsample")
-    workers = torch.get_num_threads()
     rows: List[Dict[str, object]] = []
 
     def add(task: str, medians: Dict[str, float], notes: Optional[Dict[str, str]] = None) -> None:
         for impl, ms in medians.items():
-            note = (notes or {}).get(impl, "")
+            note = (notes or {}).get(impl.split(" @ ")[0], "")
             rows.append({"task": task, "impl": impl, "ms": ms, "note": note})
             print(f"{task:32s} {impl:34s} {ms:10.2f} ms {note}", flush=True)
 
@@ -159,7 +180,7 @@ def run(device: str, repeat: int, emd_repeat: int, tasks: str = "fps,knn,radius,
         fns = {OURS: lambda flat=flat: ops.knn(flat, flat, 20, batch, batch, batch_size=B)}
         notes = {}
         if tc is not None:
-            fns["torch_cluster.knn"] = lambda flat=flat: tc.knn(flat, flat, 20, batch, batch, num_workers=workers)
+            fns["torch_cluster.knn"] = lambda flat=flat: tc.knn(flat, flat, 20, batch, batch, num_workers=torch.get_num_threads())
             ours_e, theirs_e = fns[OURS](), fns["torch_cluster.knn"]()
             missing = len(edge_set(ours_e) - edge_set(theirs_e))
             if torch.equal(ours_e, theirs_e):
@@ -185,7 +206,7 @@ def run(device: str, repeat: int, emd_repeat: int, tasks: str = "fps,knn,radius,
     notes = {}
     if tc is not None:
         fns["torch_cluster.radius"] = lambda: tc.radius(x, centres, 0.2, batch, batch_c, max_num_neighbors=64,
-                                                        num_workers=workers)
+                                                        num_workers=torch.get_num_threads())
         ours_e, theirs_e = fns[OURS](), fns["torch_cluster.radius"]()
         # Without truncation the sets agree; with it each keeps its own 64.
         full = edge_set(ops.radius(x, centres, 0.2, batch, batch_c, max_num_neighbors=N, batch_size=B))
@@ -310,6 +331,85 @@ def versions() -> str:
     return ", ".join(parts)
 
 
+# The second process of --under-load: a small convnet training loop on two
+# intra-op threads, as a second training run beside the benchmark would be.
+LOAD_CODE = """
+import sys, time, torch
+torch.set_num_threads(2)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
+                          torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(),
+                          torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10))
+opt = torch.optim.SGD(net.parameters(), lr=0.01)
+x, y = torch.randn(16, 3, 64, 64), torch.randint(0, 10, (16,))
+end, steps = time.time() + float(sys.argv[1]), 0
+while time.time() < end:
+    loss = torch.nn.functional.cross_entropy(net(x), y)
+    opt.zero_grad(); loss.backward(); opt.step(); steps += 1
+print(steps, flush=True)
+"""
+
+
+def under_load(device: str, repeat: int, emd_repeat: int, tasks: str, load_seconds: float
+               ) -> Dict[str, List[Dict[str, object]]]:
+    """Every op and baseline at 1 and 2 threads, first on the idle machine,
+    then beside LOAD_CODE (a bounded second process, killed at the end)."""
+    import subprocess
+    THREAD_SWEEP[:] = [1, 2]
+    out = {"idle": run(device, repeat, emd_repeat, tasks)}
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    load = subprocess.Popen([sys.executable, "-c", LOAD_CODE, str(load_seconds)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3.0)   # let it start and reach its loop
+        out["loaded"] = run(device, repeat, emd_repeat, tasks)
+        if load.poll() is not None:
+            raise RuntimeError("the load process ended before the loaded run finished: "
+                               "raise --load-seconds")
+    finally:
+        load.kill()
+        load.wait()
+    torch.set_num_threads(max(THREAD_SWEEP))
+    return out
+
+
+def load_table(results: Dict[str, List[Dict[str, object]]]) -> List[str]:
+    """Idle / loaded x 1 / 2 threads per implementation, with the loaded
+    2-thread / 1-thread ratio (issue 10's target: at most 1.2 for ours) and,
+    for ours, the loaded ratio baseline / ours of the best baseline."""
+    def ms(state: str, task: str, impl: str, t: int) -> float:
+        for r in results[state]:
+            if r["task"] == task and r["impl"] == f"{impl} @ {t}t":
+                return float(r["ms"])
+        return float("nan")
+
+    lines = ["| task | implementation | idle 1t | idle 2t | loaded 1t | loaded 2t | loaded 2t / 1t |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    checks = []
+    for task, rows in by_task(results["loaded"]).items():
+        impls = []
+        for r in rows:
+            name = str(r["impl"]).split(" @ ")[0]
+            if name not in impls:
+                impls.append(name)
+        for impl in impls:
+            v = [ms(st, task, impl, t) for st in ("idle", "loaded") for t in (1, 2)]
+            lines.append(f"| {task} | {impl} | " + " | ".join(f"{x:.1f}" for x in v)
+                         + f" | {v[3] / v[2]:.2f} |")
+            if impl.startswith(OURS):
+                ratio = v[3] / v[2]
+                checks.append(f"- {task}: ours loaded 2t / 1t = {ratio:.2f} "
+                              + ("(target <= 1.2: met)" if ratio <= 1.2 else "(target <= 1.2: MISSED)"))
+        ours = next(i for i in impls if i.startswith(OURS))
+        for base in impls:
+            if base == ours:
+                continue
+            for t in (1, 2):
+                r = ms("loaded", task, base, t) / ms("loaded", task, ours, t)
+                checks.append(f"  - loaded, {t} thread(s): {base} / ours = {r:.2f}x"
+                              + ("" if r > 1 else " (NOT ahead)"))
+    return lines + ["", "Under load:", ""] + checks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -318,7 +418,32 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     parser.add_argument("--tasks", default="fps,knn,radius,emd", help="comma-separated subset to run")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--under-load", action="store_true",
+                        help="every op at 1 and 2 threads, idle and beside a second 2-thread torch "
+                             "training process (issue 10); writes its own BENCHMARKS.md section")
+    parser.add_argument("--load-seconds", type=float, default=900.0,
+                        help="upper bound on the load process's life (it is killed when done)")
     args = parser.parse_args()
+    if args.under_load:
+        started = datetime.datetime.now(datetime.timezone.utc)
+        results = under_load(args.device, args.repeat, args.emd_repeat, args.tasks, args.load_seconds)
+        cmd = (f"python bench/ops.py --under-load --repeat {args.repeat} --emd-repeat {args.emd_repeat}"
+               + (f" --tasks {args.tasks}" if args.tasks != "fps,knn,radius,emd" else ""))
+        header = [
+            f"## {args.device.upper()} under load: {started.strftime('%Y-%m-%d %H:%M UTC')}", "",
+            f"- Machine: {machine()}", f"- {versions()}; pointcmt_pyg backend: {ops.backend()}",
+            f"- Command: `{cmd}`",
+            "- Each implementation at 1 and 2 torch threads (torch_cluster with as many workers), all "
+            "timed round-robin; first on the otherwise idle machine, then beside a second process "
+            "training a small convnet on 2 intra-op threads (`LOAD_CODE` in bench/ops.py). Median ms per call.",
+            "",
+        ]
+        section = "\n".join(header + load_table(results)) + "\n"
+        print(section)
+        if not args.no_write:
+            write_section(args.out, f"## {args.device.upper()} under load:", section)
+        return
+
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     rows = run(args.device, args.repeat, args.emd_repeat, args.tasks)
@@ -341,15 +466,19 @@ def main() -> None:
     section = "\n".join(header + table(rows) + ["", "Targets (issue 2):", ""] + targets(rows)) + "\n"
     print(section)
     if not args.no_write:
-        title = "# Benchmarks\n\nProduced by `bench/ops.py` (see its docstring for the workload).\n\n"
-        old = open(args.out).read() if os.path.exists(args.out) else title
-        marker = f"## {args.device.upper()}:"
-        if marker in old:  # replace this device's previous section
-            start = old.index(marker)
-            nxt = old.find("\n## ", start + 1)
-            old = old[:start] + (old[nxt + 1:] if nxt >= 0 else "")
-        with open(args.out, "w") as f:
-            f.write(old.rstrip() + "\n\n" + section)
+        write_section(args.out, f"## {args.device.upper()}:", section)
+
+
+def write_section(path: str, marker: str, section: str) -> None:
+    """Replaces the section starting with ``marker`` in ``path`` (or appends it)."""
+    title = "# Benchmarks\n\nProduced by `bench/ops.py` (see its docstring for the workload).\n\n"
+    old = open(path).read() if os.path.exists(path) else title
+    if marker in old:
+        start = old.index(marker)
+        nxt = old.find("\n## ", start + 1)
+        old = old[:start] + (old[nxt + 1:] if nxt >= 0 else "")
+    with open(path, "w") as f:
+        f.write(old.rstrip() + "\n\n" + section)
 
 
 if __name__ == "__main__":
