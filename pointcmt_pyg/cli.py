@@ -130,7 +130,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                    help="up axis of the shapes for the cameras: 2 = z (ModelNet .off), "
                         "1 = y (ScanObjectNN, ModelNet normal_resampled) (default: %(default)s)")
     p.add_argument("--backbone", default=d.backbone,
-                   help="torchvision ResNet of the teacher (default: %(default)s)")
+                   help="torchvision ResNet of the teacher, or resnet18_w16 (SimpleView's "
+                        "ResNet-18 at a quarter of the channels) (default: %(default)s)")
     p.add_argument("--teacher-points", type=int, default=d.teacher_points,
                    help="points the teacher's views are projected from when the data has no "
                         "meshes (default: every stored point, more than the student's --num-points)")
@@ -859,7 +860,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_view_arguments(p, d)
     p.add_argument("--views", default=str(RUN_DIR / "views"),
                    help="the view cache (the --out of `render`)")
-    p.add_argument("--backbone", default=d.backbone, help="torchvision ResNet")
+    p.add_argument("--backbone", default=d.backbone,
+                   help="torchvision ResNet, or resnet18_w16 (SimpleView's ResNet-18 at a quarter "
+                        "of the channels)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"epochs (default: {_default('teacher_epochs')})")
     p.add_argument("--batch-size", type=int, default=d.teacher_batch_size, help="batch size")

@@ -28,12 +28,39 @@ def test_features_are_the_max_over_per_view_features():
 
 
 @pytest.mark.parametrize("backbone,in_channels,feat_dim", [("resnet34", 3, 512),
-                                                          ("resnet50", 2, 2048)])
+                                                          ("resnet50", 2, 2048),
+                                                          ("resnet18_w16", 1, 128)])
 def test_other_backbones_and_channels(backbone, in_channels, feat_dim):
     teacher = MultiViewTeacher(3, backbone=backbone, in_channels=in_channels)
     assert teacher.feat_dim == feat_dim and teacher.backbone.conv1.in_channels == in_channels
     with torch.no_grad():
         assert teacher.eval()(torch.rand(2, 2, in_channels, 32, 32)).shape == (2, 3)
+
+
+def test_narrow_resnet18_is_resnet18_at_a_quarter_of_the_channels(tmp_path):
+    """SimpleView's lighter backbone: the stage widths are 16-32-64-128, the
+    block structure is ResNet-18's, and the teacher saves and reloads it."""
+    from pointcmt_pyg.nn.teacher import narrow_resnet18
+    import torchvision
+    narrow, full = narrow_resnet18(16), torchvision.models.resnet18()
+    widths = [layer[-1].conv2.out_channels for layer in (narrow.layer1, narrow.layer2,
+                                                          narrow.layer3, narrow.layer4)]
+    assert widths == [16, 32, 64, 128]
+    # same modules, layer by layer, only narrower
+    kinds = lambda net: [type(m).__name__ for m in net.modules()]
+    assert kinds(narrow) == kinds(full)
+    count = lambda net: sum(p.numel() for name, p in net.named_parameters() if not name.startswith("fc"))
+    assert 0.6e6 < count(narrow) < 0.8e6 and abs(count(narrow) * 16 / count(full) - 1) < 0.05
+    torch.manual_seed(0)
+    teacher = MultiViewTeacher(5, backbone="resnet18_w16")
+    teacher.train()(torch.rand(2, 3, 1, 32, 32))
+    teacher.eval()
+    loaded = load_teacher(save_teacher(teacher, tmp_path / "t.pt"))
+    views = torch.rand(2, 3, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(views), teacher(views))
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        MultiViewTeacher(5, backbone="resnet18_w16", weights="IMAGENET1K_V1")
 
 
 def test_adapt_first_conv_keeps_the_response_to_grey_images():

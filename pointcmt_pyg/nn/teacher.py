@@ -14,14 +14,42 @@ from typing import Any, Dict, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RESNET_BACKBONES", "MultiViewTeacher", "adapt_first_conv", "save_teacher",
-           "load_teacher"]
+__all__ = ["RESNET_BACKBONES", "MultiViewTeacher", "adapt_first_conv", "narrow_resnet18",
+           "save_teacher", "load_teacher"]
 
 PathLike = Union[str, os.PathLike]
 
 RESNET_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                     "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
-                    "wide_resnet50_2", "wide_resnet101_2")
+                    "wide_resnet50_2", "wide_resnet101_2", "resnet18_w16")
+
+
+def narrow_resnet18(width: int = 16) -> nn.Module:
+    r"""A ResNet-18 with ``width``, ``2 width``, ``4 width``, ``8 width``
+    channels in its four stages instead of 64 ... 512: with ``width=16`` a
+    quarter of the channels (0.7 M parameters instead of 11.2 M, a 128-d
+    feature), the lighter backbone of SimpleView (`Goyal et al., ICML 2021
+    <https://arxiv.org/abs/2106.05304>`_), whose depth-image classifier uses
+    ResNet-18 at that width. A ``torchvision.models.ResNet`` (same layer names
+    and initialisation), so it fits wherever a torchvision ResNet does."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+    _check_positive_int("width", width)
+    net = ResNet(BasicBlock, [2, 2, 2, 2])
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    net.inplanes = width
+    net.layer1 = net._make_layer(BasicBlock, width, 2)
+    net.layer2 = net._make_layer(BasicBlock, 2 * width, 2, stride=2)
+    net.layer3 = net._make_layer(BasicBlock, 4 * width, 2, stride=2)
+    net.layer4 = net._make_layer(BasicBlock, 8 * width, 2, stride=2)
+    net.fc = nn.Linear(8 * width, 1000)
+    for m in net.modules():   # torchvision's initialisation of the replaced layers
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return net
 
 _TEACHER_FORMAT = "pointcmt_pyg.MultiViewTeacher"
 
@@ -61,7 +89,10 @@ class MultiViewTeacher(nn.Module):
     Args:
         num_classes (int): Number of classes of the head.
         backbone (str): A torchvision ResNet by name, one of
-            :data:`RESNET_BACKBONES`. (default: ``"resnet18"``)
+            :data:`RESNET_BACKBONES`; ``"resnet18_w16"`` is the lighter
+            SimpleView-style ResNet-18 with a quarter of the channels
+            (:func:`narrow_resnet18`, 128-d feature, no pretrained weights).
+            (default: ``"resnet18"``)
         in_channels (int): Channels ``C`` of the views (1 for depth images,
             3 for RGB / normals). The first convolution is adapted with
             :func:`adapt_first_conv` when ``C != 3``. (default: ``1``)
@@ -92,7 +123,12 @@ class MultiViewTeacher(nn.Module):
                              f"got {backbone!r}")
         import torchvision
 
-        net = torchvision.models.get_model(backbone, weights=weights)
+        if backbone == "resnet18_w16":
+            if weights is not None:
+                raise ValueError("backbone 'resnet18_w16' has no pretrained weights: pass weights=None")
+            net = narrow_resnet18(16)
+        else:
+            net = torchvision.models.get_model(backbone, weights=weights)
         if not isinstance(net, torchvision.models.ResNet):  # pragma: no cover
             raise ValueError(f"torchvision's {backbone!r} is not a ResNet")
         net.conv1 = adapt_first_conv(net.conv1, in_channels)
