@@ -38,6 +38,10 @@ timeout 180 $PY -m pytest -q -rfEs -p no:cacheprovider $XDIST -k cuda \
   tests/test_fps.py tests/test_knn.py tests/test_radius.py tests/test_emd.py tests/test_ext.py tests/test_render.py \
   > "$OUTD/pytest_cuda.log" 2>&1
 TESTS_RC=$?; echo "tests rc=$TESTS_RC"; tail -15 "$OUTD/pytest_cuda.log"
+echo "== device vs CUDA emulator at $(el) s"     # issue 11 point 4: the emulator's cases on the GPU
+timeout 240 $PY -m pytest -q -rfE -p no:cacheprovider $XDIST -k device tests/test_cuda_emu.py \
+  > "$OUTD/pytest_emu_vs_device.log" 2>&1
+echo "emulator-vs-device rc=$?"; tail -8 "$OUTD/pytest_emu_vs_device.log"
 if [ $TESTS_RC -ne 0 ] && [ "$DEVICE" = cuda ]; then
   echo "CUDA op tests failed: the students below run on the pure-PyTorch reference ops"; export POINTCMT_DISABLE_EXT=1
 fi

@@ -224,3 +224,102 @@ def test_emd_on_the_emulator_with_a_round_budget_still_returns_a_certified_bijec
         cost = ((x[b].double()[:, None] - y[b].double()[None]) ** 2).sum(-1).numpy()
         rows, cols = linear_sum_assignment(cost)
         assert cost[np.arange(64), assign[b].numpy()].sum() - cost[rows, cols].sum() <= float(gap[b]) * (1 + 1e-6) + 1e-9
+
+
+# ----------------------------------------------------------------- the device
+# Issue 11, point 4: where a GPU and the compiled CUDA kernels exist, the very
+# cases above run on the device too, and the device must give what the
+# emulator gives, bit for bit (FPS, kNN, radius; EMD, whose emulated answer is
+# the same under every thread order). Skipped without a GPU (CI, this VM).
+def _cuda_kernels(name):
+    import pointcmt_pyg.ops as ops
+    return torch.cuda.is_available() and name in ops.compiled_cuda_ops()
+
+
+def _cuda(*tensors):
+    return [t.cuda() for t in tensors]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_device_fps_matches_the_emulator(emu, dtype, case):
+    if not _cuda_kernels("fps"):
+        pytest.skip("needs a GPU and the compiled CUDA kernels")
+    sizes, dim, ties, dups = CASES[case]
+    x, ptr = ragged(sizes, dim, dtype, seed=case, ties=ties, duplicates=dups)
+    counts = torch.tensor([max(1, (s + 1) // 2) for s in sizes])
+    out_ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    start = torch.tensor([s // 3 for s in sizes])
+    emulated = torch.full((int(out_ptr[-1]),), -7, dtype=torch.long)
+    emu.emu_set_seed(0)
+    fn = emu.emu_fps_f32 if dtype == torch.float32 else emu.emu_fps_f64
+    _check(emu, fn(_p(x), _p(ptr), _p(out_ptr), _p(start), ctypes.c_int64(len(sizes)), ctypes.c_int64(x.shape[0]),
+                   ctypes.c_int64(dim), ctypes.c_int64(int(out_ptr[-1])), _p(emulated)))
+    device = torch.ops.pointcmt.fps(*_cuda(x, ptr, out_ptr, start), int(out_ptr[-1]))
+    assert torch.equal(device.cpu(), emulated)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("k", [1, 8, 20, 40])
+@pytest.mark.parametrize("cosine", [False, True])
+@pytest.mark.parametrize("case", range(len(CASES) - 1))
+def test_device_knn_matches_the_emulator(emu, dtype, k, cosine, case):
+    if not _cuda_kernels("knn"):
+        pytest.skip("needs a GPU and the compiled CUDA kernels")
+    sizes, dim, ties, dups = CASES[case]
+    x, ptr = ragged(sizes, dim, dtype, seed=case, ties=ties, duplicates=dups)
+    y, ptr_y = ragged(sizes, dim, dtype, seed=100 + case, ties=ties)
+    dist = torch.full((y.shape[0], k), float("inf"), dtype=dtype)
+    idx = torch.full((y.shape[0], k), -1, dtype=torch.long)
+    emu.emu_set_seed(0)
+    fn = emu.emu_knn_f32 if dtype == torch.float32 else emu.emu_knn_f64
+    _check(emu, fn(_p(x), _p(y), _p(ptr), _p(ptr_y), ctypes.c_int64(len(sizes)), ctypes.c_int64(x.shape[0]),
+                   ctypes.c_int64(y.shape[0]), ctypes.c_int64(dim), ctypes.c_int64(k), ctypes.c_int(int(cosine)),
+                   _p(dist), _p(idx)))
+    device_dist, device_idx = torch.ops.pointcmt.knn(*_cuda(x, y, ptr, ptr_y), k, cosine)
+    assert torch.equal(device_idx.cpu(), idx)
+    assert torch.equal(device_dist.cpu(), dist)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("r,max_num", [(0.3, 8), (0.5, 64), (1.5, 4)])
+@pytest.mark.parametrize("case", range(len(CASES) - 1))
+def test_device_radius_matches_the_emulator(emu, dtype, r, max_num, case):
+    if not _cuda_kernels("radius"):
+        pytest.skip("needs a GPU and the compiled CUDA kernels")
+    sizes, dim, ties, dups = CASES[case]
+    if dim > 3:
+        r = r * 10.0
+    x, ptr = ragged(sizes, dim, dtype, seed=case, ties=ties, duplicates=dups)
+    y, ptr_y = ragged(sizes, dim, dtype, seed=200 + case, ties=ties)
+    emulated = torch.full((y.shape[0], max_num), -1, dtype=torch.long)
+    emu.emu_set_seed(0)
+    fn = emu.emu_radius_f32 if dtype == torch.float32 else emu.emu_radius_f64
+    _check(emu, fn(_p(x), _p(y), _p(ptr), _p(ptr_y), ctypes.c_int64(len(sizes)), ctypes.c_int64(x.shape[0]),
+                   ctypes.c_int64(y.shape[0]), ctypes.c_int64(dim), ctypes.c_double(r), ctypes.c_int64(max_num),
+                   _p(emulated)))
+    device = torch.ops.pointcmt.radius(*_cuda(x, y, ptr, ptr_y), r, max_num)
+    if isinstance(device, (tuple, list)):
+        device = device[0]
+    assert torch.equal(device.cpu(), emulated)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("n,dim,near", [(2, 3, False), (100, 3, False), (100, 3, True), (33, 6, False),
+                                        (530, 3, True), (1024, 3, False)])
+def test_device_emd_matches_the_emulator(emu, dtype, n, dim, near):
+    if not _cuda_kernels("emd"):
+        pytest.skip("needs a GPU and the compiled CUDA kernels")
+    g = torch.Generator().manual_seed(n + dim)
+    x = torch.rand(2, n, dim, generator=g, dtype=torch.float64)
+    if near:
+        perm = torch.argsort(torch.rand(2, n, generator=g), dim=1)
+        y = (x + 0.01 * torch.randn(2, n, dim, generator=g, dtype=torch.float64)).gather(
+            1, perm[..., None].expand(-1, -1, dim))
+    else:
+        y = torch.rand(2, n, dim, generator=g, dtype=torch.float64)
+    x, y = x.to(dtype).contiguous(), y.to(dtype).contiguous()
+    emulated = _run_emd(emu, x, y, 1e-3, 100000, 0)
+    device = torch.ops.pointcmt.emd(*_cuda(x, y), 1e-3, 100000)
+    for a, b in zip(device, emulated):
+        assert torch.equal(a.cpu(), b)
