@@ -172,6 +172,20 @@ def _matched_sq(x, y, assign):
     return torch.from_numpy(out)
 
 
+def _emd_pair(n, dim, near, dtype):
+    """Two pairs of n points: unrelated clouds, or a cloud and its noisy shuffle (near)."""
+    g = torch.Generator().manual_seed(n + dim)
+    x = torch.rand(2, n, dim, generator=g, dtype=torch.float64)
+    if near:
+        perm = torch.argsort(torch.rand(2, n, generator=g), dim=1)
+        y = (x + 0.01 * torch.randn(2, n, dim, generator=g, dtype=torch.float64)).gather(
+            1, perm[..., None].expand(-1, -1, dim))
+    else:
+        y = torch.rand(2, n, dim, generator=g, dtype=torch.float64)
+    x, y = x.to(dtype).contiguous(), y.to(dtype).contiguous()
+    return x, y
+
+
 def _run_emd(emu, x, y, eps, max_iters, seed):
     B, n, dim = x.shape
     dist = torch.full((B, n), -1.0, dtype=x.dtype)
@@ -189,15 +203,7 @@ def _run_emd(emu, x, y, eps, max_iters, seed):
                                         (100, 3, True), (33, 6, False), (530, 3, True)])
 def test_emd_on_the_emulator_is_certified_and_schedule_independent(emu, dtype, n, dim, near):
     from scipy.optimize import linear_sum_assignment
-    g = torch.Generator().manual_seed(n + dim)
-    x = torch.rand(2, n, dim, generator=g, dtype=torch.float64)
-    if near:
-        perm = torch.argsort(torch.rand(2, n, generator=g), dim=1)
-        y = (x + 0.01 * torch.randn(2, n, dim, generator=g, dtype=torch.float64)).gather(
-            1, perm[..., None].expand(-1, -1, dim))
-    else:
-        y = torch.rand(2, n, dim, generator=g, dtype=torch.float64)
-    x, y = x.to(dtype).contiguous(), y.to(dtype).contiguous()
+    x, y = _emd_pair(n, dim, near, dtype)
     runs = [_run_emd(emu, x, y, 1e-3, 100000, seed) for seed in SEEDS[:2]]
     for other in runs[1:]:            # atomics decide by value, not by arrival: any order gives one answer
         for a, b in zip(runs[0], other):
@@ -310,15 +316,7 @@ def test_device_radius_matches_the_emulator(emu, dtype, r, max_num, case):
 def test_device_emd_matches_the_emulator(emu, dtype, n, dim, near):
     if not _cuda_kernels("emd"):
         pytest.skip("needs a GPU and the compiled CUDA kernels")
-    g = torch.Generator().manual_seed(n + dim)
-    x = torch.rand(2, n, dim, generator=g, dtype=torch.float64)
-    if near:
-        perm = torch.argsort(torch.rand(2, n, generator=g), dim=1)
-        y = (x + 0.01 * torch.randn(2, n, dim, generator=g, dtype=torch.float64)).gather(
-            1, perm[..., None].expand(-1, -1, dim))
-    else:
-        y = torch.rand(2, n, dim, generator=g, dtype=torch.float64)
-    x, y = x.to(dtype).contiguous(), y.to(dtype).contiguous()
+    x, y = _emd_pair(n, dim, near, dtype)
     emulated = _run_emd(emu, x, y, 1e-3, 100000, 0)
     device = torch.ops.pointcmt.emd(*_cuda(x, y), 1e-3, 100000)
     for a, b in zip(device, emulated):
