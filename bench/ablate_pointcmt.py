@@ -15,8 +15,9 @@ plain baseline), then reports validation and test accuracy side by side::
 A variant is ``name:key=value,...``; keys are ``CrossModalDistiller``
 arguments (``w_fe``, ``w_ce``, ``head``, ``temperature``,
 ``detach_head_teacher``, ``normalize_points``, ``label_smoothing``), the
-``train_student`` arguments ``max_grad_norm``, ``weight_decay``, ``lr`` and
-``epochs``, and ``plain=1`` for the baseline. ``<run>`` may also
+``train_student`` arguments ``max_grad_norm``, ``weight_decay``, ``lr``,
+``epochs`` and ``select`` (``val_oa`` or ``last``), and ``plain=1`` for the
+baseline. ``<run>`` may also
 be a folder written by ``bench/pack_run.py`` (no views, no ResNet: the KD term
 uses the packed teacher classifier). Results go to
 ``<run>/ablation/<name>/`` and are appended to ``<run>/ablation/results.jsonl``.
@@ -49,7 +50,7 @@ DISTILLER_KEYS = {"recipe": str, "w_kd": float, "w_fe": float, "w_ce": float, "w
                   "normalize_points": lambda v: v.lower() in ("1", "true", "yes"),
                   "label_smoothing": float, "emd_eps": float}
 TRAIN_KEYS = {"max_grad_norm": float, "weight_decay": float, "lr": float, "epochs": int,
-              "warmup_fraction": float}
+              "warmup_fraction": float, "select": str}
 
 
 def parse_variant(text: str) -> Tuple[str, Dict[str, Any], Dict[str, Any], bool]:

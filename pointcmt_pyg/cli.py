@@ -164,6 +164,11 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--precision", default=d.precision, choices=("32", "bf16", "16"),
                    help="32 (float32), bf16 or 16: every stage's forwards under torch.autocast "
                         "(16 with a loss scaler; bf16 also on CPU) (default: %(default)s)")
+    p.add_argument("--select", default=d.select, choices=("val_oa", "last"),
+                   help="the checkpoint each student run keeps: val_oa, the epoch with the best "
+                        "validation OA, or last, the final epoch (no selection on the validation "
+                        "carve; the lower-variance protocol on small carves, RESULTS.md) "
+                        "(default: %(default)s)")
     p.add_argument("--out", default=d.out, help="output directory (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help="reuse finished stages in --out and continue an interrupted one")
@@ -666,7 +671,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
                         _with_transform(val, student_transforms(False)), epochs=cfg.epochs,
                         batch_size=cfg.batch_size, lr=cfg.lr, out_dir=out, device=device,
                         seed=cfg.seed, num_workers=args.workers, progress=cfg.progress,
-                        resume=args.resume, num_classes=len(classes), precision=cfg.precision)
+                        resume=args.resume, num_classes=len(classes), precision=cfg.precision,
+                        select=cfg.select)
     _write_json(out / "student_config.json",
                 {"model": cfg.model, "num_classes": len(classes), "classes": classes,
                  "num_points": cfg.num_points, "data": cfg.data, "pointcmt": not args.baseline,
@@ -919,6 +925,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"batch size (default: {_default('batch_size')})")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (AdamW, cosine)")
+    p.add_argument("--select", default=d.select, choices=("val_oa", "last"),
+                   help="the checkpoint kept: val_oa, the epoch with the best validation OA, or "
+                        "last, the final epoch (default: %(default)s)")
     _add_distiller_arguments(p, d)
     p.add_argument("--out", default=None,
                    help=f"output directory (default: {RUN_DIR / 'pointcmt'}, or "

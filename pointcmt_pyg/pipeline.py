@@ -46,6 +46,8 @@ __all__ = ["PipelineConfig", "DropAttributes", "load_data", "run_pipeline", "for
 
 MESH_KEYS = ("mesh_pos", "mesh_face")
 PROTOCOLS = ("scratch", "finetune")
+#: The checkpoints a student run can keep (``PipelineConfig.select``).
+STUDENT_SELECT = ("val_oa", "last")
 RUN_LABELS = {"baseline": "baseline", "baseline_ft": "plain fine-tune",
               "pointcmt": "with PointCMT"}
 #: Config fields per stage, recorded in each stage's ``settings.json``.
@@ -114,6 +116,10 @@ class PipelineConfig:
         precision (str): ``"32"``, ``"bf16"`` or ``"16"``: every stage's
             forwards under ``torch.autocast`` in that dtype (float16 with a
             loss scaler), see :class:`~pointcmt_pyg.train.Trainer`.
+        select (str): The checkpoint each student run keeps: ``"val_oa"``
+            (default: the epoch with the best validation OA) or ``"last"``
+            (the final epoch; no selection on the validation carve, which
+            on small carves is the lower-variance protocol, RESULTS.md).
         out (str): Output directory.
         resume (bool): Reuse finished stages and continue interrupted ones.
         workers (int): Data-loader worker processes.
@@ -164,6 +170,7 @@ class PipelineConfig:
     warmup_epochs: Optional[float] = None
     device: str = "auto"
     precision: str = "32"
+    select: str = "val_oa"
     out: str = "runs/modelnet40"
     resume: bool = False
     workers: int = 0
@@ -200,6 +207,8 @@ class PipelineConfig:
             keys += STAGE_SETTINGS["pointcmt"]
         if self.precision != "32":   # recorded only when used: float32 runs keep their settings
             keys.append("precision")
+        if self.select != "val_oa" and stage in ("baseline", "baseline_ft", "pointcmt"):
+            keys.append("select")    # likewise: runs selected on val_oa keep their settings
         return {k: getattr(self, k) for k in keys}
 
     def resolved(self) -> "PipelineConfig":
@@ -222,6 +231,8 @@ class PipelineConfig:
         from .train.trainer import PRECISIONS
         if cfg.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
+        if cfg.select not in STUDENT_SELECT:
+            raise ValueError(f"select must be one of {STUDENT_SELECT}, got {cfg.select!r}")
         if cfg.finetune_epochs is None:
             cfg = dataclasses.replace(cfg, finetune_epochs=max(1, cfg.epochs // 2))
         if cfg.finetune_lr is None:
@@ -787,7 +798,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
                 + f", {cfg.num_points} points)")
             res = train_student(model, train_s, val_s, epochs=epochs,
                                 batch_size=cfg.batch_size, lr=lr, out_dir=stage_dir,
-                                num_classes=num_classes, **common)
+                                num_classes=num_classes, select=cfg.select, **common)
             student = res.model.student if run == "pointcmt" else res.model
             test_res = _evaluate(student, test_loader, device, num_classes)
             val_res = _evaluate(student, val_loader, device, num_classes)

@@ -330,3 +330,17 @@ def test_distill_default_recipe_needs_the_teacher_for_kd(chain, capsys, tmp_path
     # Without the KD term (or with the official recipe) the teacher is not needed.
     assert "with PointCMT" in _run(*args, "--recipe", "official", "--out", str(tmp_path / "b"),
                                    *QUIET)
+
+
+def test_distill_select_last_keeps_the_final_epoch(tmp_path):
+    """--select last (also a flag of `run` and examples/modelnet40.py): the
+    student keeps its final epoch, and best.pt says so."""
+    _run("distill", *DATA, "--baseline", "--epochs", "2", "--batch-size", "8", "--select", "last",
+         "--out", str(tmp_path / "b"), *QUIET)
+    best = torch.load(tmp_path / "b" / "best.pt", weights_only=False)
+    assert best["epoch"] == 2 and best["select"] == "last"
+    student = torch.load(tmp_path / "b" / "student.pt", weights_only=True)
+    assert all(torch.equal(student[k], v) for k, v in best["model"].items())
+    from pointcmt_pyg.cli import build_parser, config_from_args
+    args = build_parser().parse_args(["run", "--select", "last"])
+    assert config_from_args(args).select == "last"

@@ -282,6 +282,20 @@ def test_pipeline_killed_inside_stage_three_resumes_to_the_uninterrupted_result(
         assert (tmp_path / "run" / name).read_bytes() == content
 
 
+def test_select_last_is_a_student_setting_recorded_only_when_used():
+    """select="last" keeps each student's final epoch; it enters the student
+    stages' settings (a changed value retrains them) but not the teacher's or
+    the CMPG's, and a float32 run selected on val_oa keeps its old settings."""
+    default, last = PipelineConfig(**TINY), PipelineConfig(select="last", **TINY)
+    for stage in ("baseline", "baseline_ft", "pointcmt"):
+        assert "select" not in default.settings(stage)
+        assert last.settings(stage)["select"] == "last"
+    for stage in ("teacher", "cmpg"):
+        assert last.settings(stage) == default.settings(stage)
+    with pytest.raises(ValueError, match="select"):
+        PipelineConfig(select="best", **TINY).resolved()
+
+
 def test_teacher_stage_alone_is_the_pipelines_stage_one(tiny_run, tmp_path):
     """run_teacher_stage (bench/teacher_cost.py) trains the same teacher as a
     full run: same settings and seed give the same weights and scores."""

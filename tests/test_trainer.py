@@ -228,6 +228,25 @@ def test_best_state_is_selected_on_the_validation_loader(tmp_path, select):
     assert_same_params(best_file["model"], snapshots[pick + 1])
 
 
+def test_select_last_keeps_the_final_epoch_even_when_validation_falls(tmp_path):
+    """select="last": the same set-up as above, where the best validation
+    epoch is not the last, keeps (and restores, and writes to best.pt) the
+    final epoch's weights; the recorded metric is that epoch's val OA."""
+    train = DataLoader(make_set(48, seed=6), batch_size=8, shuffle=True)
+    val = DataLoader(make_set(24, seed=8, flip_labels=True), batch_size=12)
+    snapshots = {}
+    trainer = make_trainer(tmp_path)
+    history = trainer.fit(train, val, epochs=4, select="last",
+                          on_epoch_end=lambda t, r: snapshots.__setitem__(r["epoch"],
+                                                                          params(t.model)))
+    assert max(range(4), key=lambda i: history["val_oa"][i]) != 3      # the premise
+    assert history.best_epoch == 4 and history.best_metric == history["val_oa"][3]
+    assert_same_params(params(trainer.model), snapshots[4])
+    best_file = load_checkpoint(tmp_path / "best.pt")
+    assert best_file["epoch"] == 4 and best_file["select"] == "last"
+    assert_same_params(best_file["model"], snapshots[4])
+
+
 def test_gradient_accumulation_equals_the_larger_batch():
     torch.manual_seed(0)
     x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))

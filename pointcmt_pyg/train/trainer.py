@@ -67,7 +67,9 @@ __all__ = ["Trainer", "History", "seed_everything", "epoch_seed", "default_step"
 
 CHECKPOINT_FORMAT = "pointcmt_pyg.trainer/1"
 #: ``select=`` choices and whether larger is better.
-SELECT_METRICS: Dict[str, bool] = {"val_oa": True, "val_macc": True, "val_loss": False}
+#: ``"last"`` selects no epoch by a metric: the final epoch's state is kept.
+SELECT_METRICS: Dict[str, bool] = {"val_oa": True, "val_macc": True, "val_loss": False,
+                                   "last": True}
 
 StepOutput = Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]
 StepFn = Callable[[nn.Module, Any], StepOutput]
@@ -663,7 +665,11 @@ class Trainer:
                 test set. ``None``: no selection, the last state is kept.
             epochs (int): Total number of epochs.
             select (str): ``"val_oa"``, ``"val_macc"`` (higher is better) or
-                ``"val_loss"`` (lower is better). Ties keep the earlier epoch.
+                ``"val_loss"`` (lower is better); ties keep the earlier epoch.
+                ``"last"``: the final epoch, whatever the validation says (its
+                ``val_oa`` is recorded as the metric). On a small validation
+                set, picking the best of many epochs adds noise (RESULTS.md,
+                the final-epoch protocol).
             resume: ``None``/``False`` start fresh; ``True`` continue from
                 ``out_dir/last.pt`` when it exists (else start fresh); a path
                 (a file, or a directory holding ``last.pt``) continue from it.
@@ -739,6 +745,8 @@ class Trainer:
         if record["val_loss"] is None and record["val_oa"] is None:
             # No validation: nothing to select on; keep the latest state.
             improved, value = True, None
+        elif select == "last":
+            improved, value = True, record.get("val_oa")
         else:
             if value is None:
                 raise ValueError(
