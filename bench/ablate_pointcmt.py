@@ -17,7 +17,9 @@ arguments (``w_fe``, ``w_ce``, ``head``, ``temperature``,
 ``detach_head_teacher``, ``normalize_points``, ``label_smoothing``), the
 ``train_student`` arguments ``max_grad_norm``, ``weight_decay``, ``lr``,
 ``epochs`` and ``select`` (``val_oa`` or ``last``), and ``plain=1`` for the
-baseline. ``<run>`` may also
+baseline. Each results row also scores the run's final weights
+(``final_val_oa``, ``final_test_oa``: the final-epoch protocol of
+``bench/final_epoch.py``). ``<run>`` may also
 be a folder written by ``bench/pack_run.py`` (no views, no ResNet: the KD term
 uses the packed teacher classifier). Results go to
 ``<run>/ablation/<name>/`` and are appended to ``<run>/ablation/results.jsonl``.
@@ -43,6 +45,8 @@ from pointcmt_pyg.nn.recipes import DEFAULT_RECIPE, get_recipe
 from pointcmt_pyg.pipeline import (PipelineConfig, _evaluate, _with_transform, load_data,
                                    student_transforms, warmup_steps)
 from pointcmt_pyg.train import seed_everything, train_student
+
+from final_epoch import student_state  # noqa: E402  (bench/, beside this script)
 
 DISTILLER_KEYS = {"recipe": str, "w_kd": float, "w_fe": float, "w_ce": float, "w_proj": float, "head": str, "temperature": float,
                   "detach_head_teacher": lambda v: v.lower() in ("1", "true", "yes"),
@@ -149,11 +153,19 @@ def main() -> None:
         trained = res.model if plain else res.model.student
         val_res = _evaluate(trained, val_loader, device, len(classes))
         test_res = _evaluate(trained, test_loader, device, len(classes))
+        # The final-epoch protocol too (bench/final_epoch.py): the weights the run ended with.
+        final = get_model(cfg.model, len(classes))
+        final.load_state_dict(student_state(torch.load(out_root / f"{name}_s{seed}" / "last.pt",
+                                                       map_location="cpu", weights_only=False)))
+        final_val = _evaluate(final.to(device), val_loader, device, len(classes))
+        final_test = _evaluate(final, test_loader, device, len(classes))
         row = {"variant": name, "seed": seed, "plain": plain,
                "init": None if args.init is None else str(args.init), "distiller": distiller_kw, "train": train_kw,
                "val_oa": val_res["oa"], "val_macc": val_res["macc"],
                "test_oa": None if test_res is None else test_res["oa"],
                "test_macc": None if test_res is None else test_res["macc"],
+               "final_val_oa": final_val["oa"],
+               "final_test_oa": None if final_test is None else final_test["oa"],
                "best_epoch": res.history.best_epoch, "minutes": (time.time() - t0) / 60,
                "val_oa_by_epoch": [r.get("val_oa") for r in res.history.to_dict()["records"]]}
         with open(out_root / "results.jsonl", "a") as fh:
