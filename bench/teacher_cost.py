@@ -58,19 +58,11 @@ def parse_variant(spec: str) -> Tuple[str, Dict[str, Any]]:
 def render_all(cfg: Any, views_dir: Path) -> Tuple[float, int]:
     """Renders every training and test shape's views (as the teacher stage
     sees them) into the cache; returns (seconds, shapes rendered)."""
-    from pointcmt_pyg.pipeline import load_data, teacher_transforms
+    from pointcmt_pyg.pipeline import load_data, prerender_views, teacher_transforms
     transform = teacher_transforms(cfg, cache_dir=views_dir)
-    renderer = transform.transforms[0]
     train, test, _, _ = load_data(cfg, for_teacher=True)
-    t0, rendered = time.perf_counter(), 0
-    for dataset in (train, test):
-        if dataset is None:
-            continue
-        for i in range(len(dataset)):
-            data = dataset[i]
-            if not renderer.cache_path(data.sample_id).is_file():
-                transform(data)
-                rendered += 1
+    t0 = time.perf_counter()
+    rendered, _ = prerender_views(transform, [("train", train), ("test", test)], progress=False)
     return time.perf_counter() - t0, rendered
 
 

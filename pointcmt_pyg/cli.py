@@ -465,7 +465,6 @@ def _pct(value: Optional[float]) -> str:
 # ------------------------------------------------------------- render
 def _cmd_render(args: argparse.Namespace) -> int:
     import torch
-    from tqdm.auto import tqdm
 
     from .render import save_montage
     cfg = _config(args)
@@ -482,16 +481,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
         parts.append(("test", test))
     _log(f"data: {desc}; rendering {cfg.num_views} views of {cfg.image_size} px, up axis "
          f"{cfg.up} ({args.split} split) into {renderer.cache_dir}")
-    rendered = cached = 0
-    for name, dataset in parts:
-        for i in tqdm(range(len(dataset)), desc=f"render {name}", unit="shape",
-                      disable=args.no_progress):
-            data = dataset[i]
-            hit = renderer.cache_path(data.sample_id).is_file()
-            with _inputs():
-                transform(data)
-            cached += int(hit)
-            rendered += int(not hit)
+    from .pipeline import prerender_views
+    with _inputs():
+        rendered, cached = prerender_views(transform, parts, progress=not args.no_progress)
     _log(f"{rendered} shapes rendered, {cached} already cached, in {renderer.cache_dir}")
     if args.montage:
         # One shape per class (the first of each), one row per shape.

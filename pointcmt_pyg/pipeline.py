@@ -439,6 +439,29 @@ def teacher_transforms(cfg: PipelineConfig, out: Optional[Path] = None,
                     DropAttributes(), NormalizeScale()])
 
 
+def prerender_views(transform: BaseTransform, parts: Sequence[Tuple[str, Any]],
+                    progress: bool = True) -> Tuple[int, int]:
+    r"""Renders the views of every sample of ``parts`` (``(name, dataset)``
+    pairs; ``None`` datasets skipped) that the cache of ``transform`` (from
+    :func:`teacher_transforms` with a cache) lacks, in batches
+    (:meth:`~pointcmt_pyg.render.RenderViews.prerender`). The views are
+    rendered from the samples as stored, without the datasets' own
+    transforms, as the teacher's transform sees them.
+
+    Returns:
+        ``(rendered, already cached)`` sample counts.
+    """
+    renderer = transform.transforms[0]
+    rendered = total = 0
+    for name, dataset in parts:
+        if dataset is None:
+            continue
+        raw = _with_transform(dataset, None)
+        rendered += renderer.prerender(raw, progress=progress, desc=f"render {name}")
+        total += len(raw)
+    return rendered, total - rendered
+
+
 def student_transforms(train: bool, extra: Sequence[BaseTransform] = ()) -> BaseTransform:
     r"""Student input: the mesh dropped, centred and scaled into the unit
     sphere (as PyG's examples, whose radii assume it), plus, for training,
@@ -898,6 +921,14 @@ def _stage_teacher(cfg: PipelineConfig, data: Any, train: Any, val: Any, test: A
         full_train_t, test_t, _, _ = load_data(cfg, for_teacher=True)
         train_t, val_t = train_val_split(full_train_t, cfg.val_fraction, cfg.seed)
     t_views = teacher_transforms(cfg, out, cache_dir=views_dir)
+    if main:
+        rendered, cached = prerender_views(t_views, [("train", train_t), ("val", val_t),
+                                                     ("test", test_t)], progress=cfg.progress)
+        if rendered:
+            log(f"views: {rendered} shapes rendered, {cached} already cached, in "
+                f"{t_views.transforms[0].cache_dir}")
+    from .train import distributed as D
+    D.barrier()  # the other ranks read the views rank 0 rendered
     train_v, val_v = _with_transform(train_t, t_views), _with_transform(val_t, t_views)
     stage_dir = out / "teacher"
     settings = cfg.settings("teacher")

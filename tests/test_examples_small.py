@@ -93,7 +93,7 @@ def test_scanobjectnn_end_to_end_on_tiny_h5(tmp_path, capsys):
     # key holds the up axis; z-up views would live in another folder).
     for up, cached in ((1, True), (2, False)):
         renderer = RenderViews(2, 16, up=up, cache_dir=out / "views")
-        assert renderer.cache_path("PB_T50_RS/train/00000").is_file() == cached
+        assert renderer.is_cached("PB_T50_RS/train/00000") == cached
 
     # The reported test accuracy is the saved student's on the 6 test scans
     # (the first 128 of their 256 points, centred and scaled).

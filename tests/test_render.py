@@ -2,6 +2,7 @@
 montage, RenderViews transform (with cache)."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -319,7 +320,13 @@ def test_save_montage_writes_png(tmp_path):
 # ----------------------------------------------------------------- RenderViews
 from torch_geometric.data import Batch, Data  # noqa: E402
 
+from pointcmt_pyg.render.cache import ViewStore, decode_views, encode_views  # noqa: E402
 from pointcmt_pyg.render.transforms import RenderViews  # noqa: E402
+
+
+def _u8(views):
+    """What RenderViews hands out: the views as 8-bit images."""
+    return decode_views(encode_views(views))
 
 
 def _cloud_data(sample_id="shape_0001", n=200, seed=0):
@@ -331,21 +338,21 @@ def test_render_views_points_mesh_and_batching():
     transform = RenderViews(num_views=6, image_size=16)
     a = transform(_cloud_data("a"))
     assert a.views.shape == (1, 6, 1, 16, 16) and a.views.dtype == torch.float32
-    assert torch.equal(a.views, render_points(a.pos, image_size=16))
+    assert torch.equal(a.views, _u8(render_points(a.pos, image_size=16)))
     mesh = Data(pos=torch.rand(10, 3), mesh_pos=CUBE_VERTS, mesh_face=CUBE_FACES, sample_id="cube")
     m = transform(mesh)                                                # auto: the mesh is ray-cast
-    assert torch.equal(m.views[0], render_mesh(CUBE_VERTS, CUBE_FACES, 6, 16, ("depth",)))
+    assert torch.equal(m.views[0], _u8(render_mesh(CUBE_VERTS, CUBE_FACES, 6, 16, ("depth",))))
     batch = Batch.from_data_list([Data(views=a.views, y=a.y), Data(views=m.views, y=a.y)])
     assert batch.views.shape == (2, 6, 1, 16, 16)
     assert torch.equal(batch.views[1], m.views[0])
     pts_only = RenderViews(num_views=6, image_size=16, source="points")(mesh.clone())
-    assert torch.equal(pts_only.views, render_points(mesh.pos, image_size=16))
+    assert torch.equal(pts_only.views, _u8(render_points(mesh.pos, image_size=16)))
 
 
 def test_render_views_cache_hit_is_identical_and_changed_config_misses(tmp_path):
     transform = RenderViews(num_views=6, image_size=16, cache_dir=tmp_path)
     first = transform(_cloud_data("chair/train/chair_0001")).views
-    files = list(tmp_path.rglob("*.pt"))
+    files = list(tmp_path.rglob("shard-*.npy"))
     assert len(files) == 1 and files[0].parent.name == transform.config_hash
     # Same id, different points: served from the cache, bit for bit the first views.
     again = RenderViews(num_views=6, image_size=16, cache_dir=tmp_path)(
@@ -355,13 +362,13 @@ def test_render_views_cache_hit_is_identical_and_changed_config_misses(tmp_path)
     assert not torch.equal(fresh, first)
     # Another id misses.
     other = transform(_cloud_data("chair/train/chair_0002", seed=1)).views
-    assert torch.equal(other, fresh) and len(list(tmp_path.rglob("*.pt"))) == 2
+    assert torch.equal(other, fresh) and len(list(tmp_path.rglob("shard-*.npy"))) == 2
     # A changed configuration misses: its own folder, freshly rendered views.
     changed = RenderViews(num_views=6, image_size=16, splat=0, cache_dir=tmp_path)
     assert changed.config_hash != transform.config_hash
     views = changed(_cloud_data("chair/train/chair_0001", seed=1)).views
-    assert torch.equal(views, render_points(_cloud_data(seed=1).pos, image_size=16, splat=0))
-    assert len(list(tmp_path.rglob("*.pt"))) == 3
+    assert torch.equal(views, _u8(render_points(_cloud_data(seed=1).pos, image_size=16, splat=0)))
+    assert len(list(tmp_path.rglob("shard-*.npy"))) == 3
 
 
 def test_render_views_bad_inputs(tmp_path):
@@ -375,3 +382,82 @@ def test_render_views_bad_inputs(tmp_path):
         RenderViews(source="images")
     with pytest.raises(ValueError, match=r"data.pos must be a non-empty \[N, 3\]"):
         RenderViews(image_size=8)(Data(pos=torch.rand(5, 2), sample_id="s"))
+
+
+# ----------------------------------------------------------------- ViewStore
+def test_encode_views_rounds_to_the_nearest_code_and_keeps_background_apart():
+    x = torch.tensor([0.0, 0.5, 0.5 + 0.4 / 255, 0.75, 1.0, 1 / 510 - 1e-6])
+    codes = encode_views(x)
+    assert codes.dtype == np.uint8 and codes.tolist() == [0, 128, 128, 191, 255, 0]
+    views = torch.rand(3, 6, 1, 8, 8)
+    assert (decode_views(encode_views(views)) - views).abs().max() <= 0.5 / 255 + 1e-7
+    # Every surface pixel of a depth view (>= 0.5) stays clearly apart from the background 0.
+    depth = render_points(torch.rand(300, 3), image_size=16)
+    decoded = _u8(depth)
+    assert torch.equal(decoded == 0, depth == 0) and float(decoded[depth > 0].min()) >= 128 / 255
+    with pytest.raises(ValueError, match=r"views must hold finite values in \[0, 1\]"):
+        encode_views(torch.tensor([1.5]))
+    with pytest.raises(ValueError, match="views must hold finite"):
+        encode_views(torch.tensor([float("nan")]))
+    with pytest.raises(TypeError, match="views must be a floating-point tensor"):
+        encode_views(torch.tensor([1]))
+    with pytest.raises(TypeError, match="codes must be uint8"):
+        decode_views(np.zeros(3, dtype=np.int16))
+
+
+def test_view_store_shards_lookup_refresh_and_compact(tmp_path):
+    store = ViewStore(tmp_path / "s")
+    assert len(store) == 0 and store.get("a") is None and store.nbytes() == 0
+    views = torch.rand(3, 2, 1, 4, 4)
+    store.add(["a", "b", "c"], views)
+    store.add(["d"], encode_views(views[:1]))
+    assert len(store) == 4 and "c" in store and "e" not in store
+    assert torch.equal(store.get("b"), _u8(views[1])) and torch.equal(store.get("d"), _u8(views[0]))
+    assert torch.equal(store.get_many(["c", "a"]), _u8(views[[2, 0]]))
+    assert store.nbytes() == sum(p.stat().st_size for p in (tmp_path / "s").glob("*.npy"))
+    # A second handle (another process) sees both shards; a new shard shows after refresh.
+    other = ViewStore(tmp_path / "s")
+    assert set(other.index) == {"a", "b", "c", "d"}
+    store.add(["e"], views[2:])
+    assert "e" not in other
+    other.refresh()
+    assert torch.equal(other.get("e"), _u8(views[2]))
+    # A shard whose id list was never written (an interrupted write) is ignored.
+    np.save(tmp_path / "s" / "shard-orphan.npy", np.zeros((1, 2, 1, 4, 4), np.uint8))
+    other.refresh()
+    assert len(other) == 5
+    # compact() merges the shards into one holding the same views.
+    assert store.compact() == 2
+    assert len(list((tmp_path / "s").glob("shard-*.json"))) == 1
+    assert torch.equal(store.get_many(list("abcde")), _u8(torch.cat([views, views[:1], views[2:]])))
+    with pytest.raises(KeyError, match="1 sample ids are not in the store"):
+        store.get_many(["a", "zz"])
+    with pytest.raises(ValueError, match="sample_ids must be distinct"):
+        store.add(["x", "x"], views[:2])
+    with pytest.raises(ValueError, match=r"views must be \[n, V, C, H, W\] with n = 1"):
+        store.add(["x"], views)
+    with pytest.raises(TypeError, match="uint8 codes"):
+        store.add(["x"], np.zeros((1, 2, 1, 4, 4), np.float32))
+
+
+def test_prerender_in_batches_equals_rendering_one_by_one(tmp_path):
+    clouds = [_cloud_data(f"cloud_{i}", n=50 + 30 * i, seed=i) for i in range(7)]
+    mesh = Data(pos=torch.rand(10, 3), mesh_pos=CUBE_VERTS, mesh_face=CUBE_FACES,
+                sample_id="cube", y=torch.tensor([0]))
+    dataset = clouds[:3] + [mesh] + clouds[3:]
+    one_by_one = RenderViews(num_views=6, image_size=16)
+    expected = [one_by_one(d.clone()).views[0] for d in dataset]
+    renderer = RenderViews(num_views=6, image_size=16, cache_dir=tmp_path)
+    assert renderer.prerender(dataset, batch_size=3, chunk_size=4, progress=False) == 8
+    assert len(list(renderer.cache_dir.glob("shard-*.json"))) == 2   # 4 + 4 samples
+    for data, views in zip(dataset, expected):
+        assert renderer.is_cached(data.sample_id)
+        assert torch.equal(renderer(data.clone()).views[0], views), data.sample_id
+    # Everything cached: nothing rendered, nothing written.
+    assert RenderViews(num_views=6, image_size=16, cache_dir=tmp_path).prerender(
+        dataset, progress=False) == 0
+    assert len(list(renderer.cache_dir.glob("shard-*.json"))) == 2
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        renderer.prerender(dataset, batch_size=0)
+    with pytest.raises(ValueError, match="RenderViews has no cache_dir"):
+        one_by_one.prerender(dataset)

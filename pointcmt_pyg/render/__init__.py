@@ -7,11 +7,14 @@ r"""View rendering for PointCMT's image teacher (`paper <https://arxiv.org/abs/2
 * :func:`save_montage`: a PNG of one shape's views, to look at what the teacher sees.
 * :class:`RenderViews`: a PyG transform that puts ``views`` ``[1, V, C, H, W]``
   on each ``Data`` (mesh when present, else points), with an optional disk cache.
+* :class:`ViewStore`: that cache, uint8 views in memory-mapped shards
+  (:meth:`RenderViews.prerender` fills it in batches).
 """
 from .cameras import LAYOUTS, camera_directions, view_frames
 from .points import PointRenderer, render_points
 from .mesh import CHANNELS, MeshRenderer, read_off, render_mesh
 from .montage import save_montage
+from .cache import ViewStore, decode_views, encode_views
 from .transforms import RenderViews
 
 __all__ = [
@@ -26,4 +29,7 @@ __all__ = [
     "read_off",
     "save_montage",
     "RenderViews",
+    "ViewStore",
+    "encode_views",
+    "decode_views",
 ]
