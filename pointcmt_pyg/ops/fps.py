@@ -22,6 +22,7 @@ from torch import Tensor
 
 from . import _ext
 from ._threads import serial_torch_ops
+from ._script import fps_script
 from ._reference import fps_reference, register_device_fallback
 from ._validation import _tracing, batch_to_ptr, check_points, check_ptr, compute_dtype
 
@@ -68,11 +69,10 @@ def _start_indices(counts: Tensor, random_start: bool) -> Tensor:
     return torch.minimum(start, (counts - 1).clamp(min=0))
 
 
-@serial_torch_ops
 def fps(
     x: Tensor,
     batch: Optional[Tensor] = None,
-    ratio: Union[float, Tensor] = 0.5,
+    ratio: Optional[Union[float, Tensor]] = 0.5,
     random_start: bool = True,
     batch_size: Optional[int] = None,
     ptr: Optional[Union[Tensor, List[int]]] = None,
@@ -102,7 +102,20 @@ def fps(
     Returns:
         torch.Tensor: ``(sum_b ceil(ratio * n_b),)`` int64 indices into ``x``,
         cloud by cloud, each cloud's in sampling order.
+
+    Callers compiled with ``torch.jit.script`` get the same result
+    (:mod:`pointcmt_pyg.ops._script`).
     """
+    if not torch.jit.is_scripting():
+        return _fps_eager(x, batch, ratio, random_start, batch_size, ptr)
+    return fps_script(x, batch, ratio, random_start, batch_size, ptr)
+
+
+@torch.jit.unused
+@serial_torch_ops
+def _fps_eager(x: Tensor, batch: Optional[Tensor], ratio: Optional[Union[float, Tensor]],
+               random_start: bool, batch_size: Optional[int],
+               ptr: Optional[Union[Tensor, List[int]]]) -> Tensor:
     if isinstance(x, Tensor) and x.dim() > 2:
         x = x.reshape(x.shape[0], -1)
     check_points(x, "x")

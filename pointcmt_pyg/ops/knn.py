@@ -20,6 +20,7 @@ from torch import Tensor
 
 from . import _ext
 from ._threads import serial_torch_ops
+from ._script import knn_graph_script, knn_script
 from ._edges import padded_to_edges
 from ._reference import knn_reference, register_device_fallback
 from ._validation import batch_to_ptr, check_points, check_same, check_same_num_clouds, compute_dtype
@@ -50,7 +51,6 @@ def _check_flow(flow: str) -> None:
         raise ValueError(f"'flow' must be 'source_to_target' or 'target_to_source' (got {flow!r})")
 
 
-@serial_torch_ops
 def knn(
     x: Tensor,
     y: Tensor,
@@ -82,7 +82,19 @@ def knn(
         ``x``; query by query, each query's neighbours nearest first (ties to
         the lower index). A cloud with fewer than ``k`` points gives all of
         them.
+
+    Callers compiled with ``torch.jit.script`` get the same result
+    (:mod:`pointcmt_pyg.ops._script`).
     """
+    if not torch.jit.is_scripting():
+        return _knn_eager(x, y, k, batch_x, batch_y, cosine, num_workers, batch_size)
+    return knn_script(x, y, k, batch_x, batch_y, cosine, batch_size)
+
+
+@torch.jit.unused
+@serial_torch_ops
+def _knn_eager(x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor], batch_y: Optional[Tensor],
+               cosine: bool, num_workers: int, batch_size: Optional[int]) -> Tensor:
     check_points(x, "x")
     check_points(y, "y")
     check_same(x, y, "x", "y")
@@ -96,7 +108,6 @@ def knn(
     return padded_to_edges(idx)
 
 
-@serial_torch_ops
 def knn_graph(
     x: Tensor,
     k: int,
@@ -128,6 +139,15 @@ def knn_graph(
     Returns:
         torch.Tensor: ``[2, E]`` int64 edge index.
     """
+    if not torch.jit.is_scripting():
+        return _knn_graph_eager(x, k, batch, loop, flow, cosine, num_workers, batch_size)
+    return knn_graph_script(x, k, batch, loop, flow, cosine, batch_size)
+
+
+@torch.jit.unused
+@serial_torch_ops
+def _knn_graph_eager(x: Tensor, k: int, batch: Optional[Tensor], loop: bool, flow: str,
+                     cosine: bool, num_workers: int, batch_size: Optional[int]) -> Tensor:
     check_points(x, "x")
     x = compute_dtype(x)
     _check_k(k)

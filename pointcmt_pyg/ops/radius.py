@@ -21,6 +21,7 @@ from torch import Tensor
 
 from . import _ext
 from ._threads import serial_torch_ops
+from ._script import radius_graph_script, radius_script
 from ._edges import padded_to_edges
 from ._reference import radius_reference, register_device_fallback
 from ._validation import batch_to_ptr, check_points, check_same, check_same_num_clouds, compute_dtype
@@ -59,7 +60,6 @@ def _check_flag(value: bool, name: str) -> None:
         raise TypeError(f"'{name}' must be a bool (got {type(value).__name__})")
 
 
-@serial_torch_ops
 def radius(
     x: Tensor,
     y: Tensor,
@@ -89,7 +89,21 @@ def radius(
     Returns:
         torch.Tensor: ``[2, E]`` int64: row 0 indexes ``y``, row 1 indexes
         ``x``, query by query, neighbours in ascending index order.
+
+    Callers compiled with ``torch.jit.script`` get the same result
+    (:mod:`pointcmt_pyg.ops._script`).
     """
+    if not torch.jit.is_scripting():
+        return _radius_eager(x, y, r, batch_x, batch_y, max_num_neighbors, num_workers,
+                             batch_size)
+    return radius_script(x, y, r, batch_x, batch_y, max_num_neighbors, batch_size)
+
+
+@torch.jit.unused
+@serial_torch_ops
+def _radius_eager(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor],
+                  batch_y: Optional[Tensor], max_num_neighbors: Optional[int], num_workers: int,
+                  batch_size: Optional[int]) -> Tensor:
     check_points(x, "x")
     check_points(y, "y")
     check_same(x, y, "x", "y")
@@ -103,7 +117,6 @@ def radius(
     return padded_to_edges(idx)
 
 
-@serial_torch_ops
 def radius_graph(
     x: Tensor,
     r: float,
@@ -136,6 +149,17 @@ def radius_graph(
     Returns:
         torch.Tensor: ``[2, E]`` int64 edge index.
     """
+    if not torch.jit.is_scripting():
+        return _radius_graph_eager(x, r, batch, loop, max_num_neighbors, flow, num_workers,
+                                   batch_size)
+    return radius_graph_script(x, r, batch, loop, max_num_neighbors, flow, batch_size)
+
+
+@torch.jit.unused
+@serial_torch_ops
+def _radius_graph_eager(x: Tensor, r: float, batch: Optional[Tensor], loop: bool,
+                        max_num_neighbors: Optional[int], flow: str, num_workers: int,
+                        batch_size: Optional[int]) -> Tensor:
     check_points(x, "x")
     x = compute_dtype(x)
     r = _check_r(r)
