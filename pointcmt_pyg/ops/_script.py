@@ -23,6 +23,8 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._validation import check_same_num_clouds
+
 
 def _points(x: Tensor, name: str) -> Tensor:
     if x.dim() != 2:
@@ -86,15 +88,6 @@ def _batch_to_ptr(batch: Optional[Tensor], num_points: int, device: torch.device
     ptr = torch.zeros(num_clouds + 1, dtype=torch.long, device=device)
     ptr[1:] = torch.cumsum(counts, 0)
     return ptr
-
-
-def _same_num_clouds(ptr_x: Tensor, ptr_y: Tensor) -> Tuple[Tensor, Tensor]:
-    bx, by = ptr_x.numel(), ptr_y.numel()
-    if bx < by:
-        ptr_x = torch.cat([ptr_x, ptr_x[-1:].expand(by - bx)])
-    elif by < bx:
-        ptr_y = torch.cat([ptr_y, ptr_y[-1:].expand(bx - by)])
-    return ptr_x, ptr_y
 
 
 def _padded_to_edges(idx: Tensor, mask: Optional[Tensor]) -> Tensor:
@@ -184,7 +177,7 @@ def knn_script(x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor],
         raise ValueError("'k' must be >= 1 (got " + str(k) + ")")
     ptr_x = _batch_to_ptr(batch_x, x.size(0), x.device, "batch_x", batch_size)
     ptr_y = _batch_to_ptr(batch_y, y.size(0), y.device, "batch_y", batch_size)
-    ptr_x, ptr_y = _same_num_clouds(ptr_x, ptr_y)
+    ptr_x, ptr_y = check_same_num_clouds(ptr_x, ptr_y)
     found = torch.ops.pointcmt.knn(x.contiguous(), y.contiguous(), ptr_x, ptr_y, k, cosine)
     return _padded_to_edges(found[1], None)
 
@@ -233,10 +226,25 @@ def radius_script(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor],
     _check_r(r)
     ptr_x = _batch_to_ptr(batch_x, x.size(0), x.device, "batch_x", batch_size)
     ptr_y = _batch_to_ptr(batch_y, y.size(0), y.device, "batch_y", batch_size)
-    ptr_x, ptr_y = _same_num_clouds(ptr_x, ptr_y)
+    ptr_x, ptr_y = check_same_num_clouds(ptr_x, ptr_y)
     max_num = _max_neighbours(max_num_neighbors, ptr_x)
     idx = torch.ops.pointcmt.radius(x.contiguous(), y.contiguous(), ptr_x, ptr_y, r, max_num)
     return _padded_to_edges(idx, None)
+
+
+def radius_graph_slots(x: Tensor, ptr: Tensor, r: float, max_num: int,
+                       loop: bool) -> Tuple[Tensor, Tensor]:
+    r"""The padded neighbour slots of a radius graph and the mask of those
+    kept (shared by the eager and the scripted :func:`radius_graph`): with
+    ``loop=False`` one extra slot for the point itself, then the first
+    ``max_num`` others."""
+    x = x.contiguous()
+    if loop:
+        idx = torch.ops.pointcmt.radius(x, x, ptr, ptr, r, max_num)
+        return idx, idx >= 0
+    idx = torch.ops.pointcmt.radius(x, x, ptr, ptr, r, max_num + 1)
+    mask = (idx >= 0) & (idx != torch.arange(x.size(0), device=x.device).view(-1, 1))
+    return idx, mask & (torch.cumsum(mask.to(torch.int32), dim=1) <= max_num)
 
 
 def radius_graph_script(x: Tensor, r: float, batch: Optional[Tensor], loop: bool,
@@ -247,14 +255,7 @@ def radius_graph_script(x: Tensor, r: float, batch: Optional[Tensor], loop: bool
     _check_flow(flow)
     ptr = _batch_to_ptr(batch, x.size(0), x.device, "batch", batch_size)
     max_num = _max_neighbours(max_num_neighbors, ptr)
-    x = x.contiguous()
-    if loop:
-        idx = torch.ops.pointcmt.radius(x, x, ptr, ptr, r, max_num)
-        mask = idx >= 0
-    else:
-        idx = torch.ops.pointcmt.radius(x, x, ptr, ptr, r, max_num + 1)
-        mask = (idx >= 0) & (idx != torch.arange(x.size(0), device=x.device).view(-1, 1))
-        mask = mask & (torch.cumsum(mask.to(torch.int32), dim=1) <= max_num)
+    idx, mask = radius_graph_slots(x, ptr, r, max_num, loop)
     edge_index = _padded_to_edges(idx, mask)
     if flow == "source_to_target":
         return edge_index.flip([0])
