@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--note", default="", help="conditions to record (e.g. other jobs)")
     args = parser.parse_args()
 
     import torch
@@ -146,7 +147,7 @@ def main() -> None:
         f"{torch.__version__}. {desc}: {shapes} shapes, {args.num_views} depth views of "
         f"{args.image_size} px each. The legacy rows (one render and one float32 `torch.save` per "
         f"shape, as the cache worked before) are measured on the first {args.legacy} shapes "
-        "and projected to the whole dataset.",
+        "and projected to the whole dataset." + (f" {args.note}" if args.note else ""),
         "",
         "| path | build s | shapes/s | size MB | read s/epoch (train split) |",
         "|---|---:|---:|---:|---:|",
