@@ -41,39 +41,71 @@ def make_batch(batch_size: int, num_points: int, num_classes: int, device: torch
     return Batch.from_data_list(clouds).to(device)
 
 
-def time_steps(model_name: str, distill: bool, args: argparse.Namespace) -> Dict[str, float]:
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    student = get_model(model_name, args.classes)
-    if distill:
-        teacher_head = torch.nn.Linear(512, args.classes)
-        model = CrossModalDistiller(student, None, CMPG(512, 1024), teacher_classifier=teacher_head,
-                                    teacher_source="cache", recipe="balanced", teacher_dim=512,
-                                    emd_eps=args.emd_eps)
-        params = model.trainable_parameters()
-    else:
-        model, params = student, student.parameters()
-    model.to(device).train()
-    opt = torch.optim.AdamW(params, lr=1e-3)
-    gen = torch.Generator().manual_seed(1)
-    batches = [make_batch(args.batch_size, args.points, args.classes, device, gen) for _ in range(2)]
-    times: List[float] = []
-    for step in range(args.warmup + args.steps):
-        batch = batches[step % 2]
-        if device.type == "cuda":
+class Config:
+    """One timed configuration: a student, plain or PointCMT, a grouping, a precision."""
+
+    def __init__(self, model_name: str, distill: bool, grouping: str, precision: str,
+                 args: argparse.Namespace) -> None:
+        self.model_name, self.distill = model_name, distill
+        self.grouping, self.precision = grouping, precision
+        self.device = torch.device(args.device)
+        torch.manual_seed(0)
+        kwargs = {} if grouping == "-" else {"grouping": grouping}
+        student = get_model(model_name, args.classes, **kwargs)
+        if distill:
+            teacher_head = torch.nn.Linear(512, args.classes)
+            self.model = CrossModalDistiller(student, None, CMPG(512, 1024),
+                                             teacher_classifier=teacher_head,
+                                             teacher_source="cache", recipe="balanced",
+                                             teacher_dim=512, emd_eps=args.emd_eps)
+            params = self.model.trainable_parameters()
+        else:
+            self.model, params = student, student.parameters()
+        self.model.to(self.device).train()
+        self.opt = torch.optim.AdamW(params, lr=1e-3)
+        self.times: List[float] = []
+
+    def step(self, batch: Batch, timed: bool) -> None:
+        sync = self.device.type == "cuda"
+        if sync:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out = model(batch)
-        loss = out.loss if distill else torch.nn.functional.cross_entropy(out, batch.y)
-        opt.zero_grad(set_to_none=True)
+        dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            out = self.model(batch)
+            loss = out.loss if self.distill else torch.nn.functional.cross_entropy(out, batch.y)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        if device.type == "cuda":
+        self.opt.step()
+        if sync:
             torch.cuda.synchronize()
-        if step >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    return {"model": model_name, "pointcmt": distill, "median_s": statistics.median(times),
-            "min_s": min(times), "steps": len(times)}
+        if timed:
+            self.times.append(time.perf_counter() - t0)
+
+    def row(self) -> Dict[str, object]:
+        return {"model": self.model_name, "pointcmt": self.distill, "grouping": self.grouping,
+                "precision": self.precision, "median_s": statistics.median(self.times),
+                "min_s": min(self.times), "steps": len(self.times)}
+
+
+def real_batches(root: str, count: int, args: argparse.Namespace, device: torch.device,
+                 gen: torch.Generator) -> List[Batch]:
+    """Batches of real shapes (the first ``count * B`` of a point folder's
+    training split, centred and scaled into the unit sphere as the pipeline's
+    students see them)."""
+    from pointcmt_pyg.datasets import PointCloudFolder
+    from torch_geometric.transforms import NormalizeScale
+    data = PointCloudFolder(root, "train", num_points=args.points, sampling="random", seed=0)
+    norm = NormalizeScale()
+    out = []
+    for b in range(count):
+        clouds = []
+        for i in range(b * args.batch_size, (b + 1) * args.batch_size):
+            d = norm(data[(i * 37) % len(data)])
+            clouds.append(Data(pos=d.pos, y=d.y.view(1) % args.classes,
+                               img_feat=torch.randn(1, 512, generator=gen)))
+        out.append(Batch.from_data_list(clouds).to(device))
+    return out
 
 
 def main() -> None:
@@ -85,19 +117,40 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=40)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--grouping", nargs="+", default=["message_passing", "dense"],
+                        help="student implementations to compare (models without one: '-')")
+    parser.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16", "16"])
+    parser.add_argument("--no-pointcmt", action="store_true", help="time the plain step only")
+    parser.add_argument("--data", help="a point folder (e.g. ModelNet40): real shapes instead of "
+                                       "random points")
     parser.add_argument("--emd-eps", type=float, default=None,
                         help="the distiller's emd_eps (default: the op's, 1e-3)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available here")
+    device = torch.device(args.device)
+    gen = torch.Generator().manual_seed(1)
+    batches = (real_batches(args.data, 2, args, device, gen) if args.data else
+               [make_batch(args.batch_size, args.points, args.classes, device, gen)
+                for _ in range(2)])
     rows = []
     for name in args.model:
-        for distill in (False, True):
-            row = time_steps(name, distill, args)
+        configs = [Config(name, distill, grouping, precision, args)
+                   for precision in args.precision for grouping in args.grouping
+                   for distill in ((False,) if args.no_pointcmt else (False, True))]
+        # Round robin, one step of every configuration per round: load on the
+        # machine that changes during the run hits all of them alike.
+        for step in range(args.warmup + args.steps):
+            for config in configs:
+                config.step(batches[step % 2], timed=step >= args.warmup)
+        for config in configs:
+            row = config.row()
             rows.append(row)
-            print(f"{name:12s} {'PointCMT' if distill else 'plain':9s} median {row['median_s'] * 1e3:9.1f} ms/step "
-                  f"(min {row['min_s'] * 1e3:.1f}, {row['steps']} steps, B={args.batch_size} x {args.points} points, "
+            print(f"{name:12s} {config.grouping:16s} {config.precision:5s} "
+                  f"{'PointCMT' if config.distill else 'plain':9s} median "
+                  f"{row['median_s'] * 1e3:9.1f} ms/step (min {row['min_s'] * 1e3:.1f}, "
+                  f"{row['steps']} steps, B={args.batch_size} x {args.points} points, "
                   f"{args.device}, {torch.get_num_threads()} threads)", flush=True)
     if args.json:
         with open(args.json, "w") as fh:

@@ -18,7 +18,8 @@ from torch.nn import Linear, Module
 from torch_geometric.nn import MLP, MessagePassing, global_max_pool
 from torch_geometric.nn.inits import reset
 
-from ..ops import knn
+from ..ops import knn, knn_padded
+from ._dense import check_grouping, dense_edge_conv, supports_dense
 from ._inputs import unpack_cloud_batch
 
 __all__ = ["DynamicEdgeConv", "DGCNN"]
@@ -43,14 +44,20 @@ class DynamicEdgeConv(MessagePassing):
         k (int): Number of nearest neighbours.
         aggr (str): ``"max"``, ``"mean"`` or ``"add"``. (default: ``"max"``)
         num_workers (int): Accepted for compatibility with PyG. (default: ``1``)
+        grouping (str): ``"dense"`` (default: with ``aggr="max"``, the first
+            linear layer split per point, a max over the padded kNN slots; see
+            :mod:`pointcmt_pyg.models._dense`) or ``"message_passing"`` (PyG's
+            propagation, the reference). Same parameters and results.
         **kwargs: Further arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
     """
 
-    def __init__(self, nn: Callable, k: int, aggr: str = "max", num_workers: int = 1, **kwargs: Any) -> None:
+    def __init__(self, nn: Callable, k: int, aggr: str = "max", num_workers: int = 1,
+                 grouping: str = "dense", **kwargs: Any) -> None:
         super().__init__(aggr=aggr, flow="source_to_target", **kwargs)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"'k' must be a positive int (got {k!r})")
+        self.grouping = check_grouping(grouping)
         self.nn = nn
         self.k = k
         self.num_workers = num_workers
@@ -80,6 +87,9 @@ class DynamicEdgeConv(MessagePassing):
                              f"not supported), got shapes {tuple(x[0].shape)} and {tuple(x[1].shape)}")
         if isinstance(batch, Tensor) or batch is None:
             batch = (batch, batch)
+        if self.grouping == "dense" and self.aggr == "max" and supports_dense(self.nn):
+            slots = knn_padded(x[0], x[1], self.k, batch[0], batch[1], batch_size=batch_size)
+            return dense_edge_conv(self.nn, x[0], x[1], slots)
         # Row 0 of knn indexes the centres x[1], row 1 the neighbours x[0]:
         # flipped, edges go neighbour (source j) -> centre (target i).
         edge_index = knn(x[0], x[1], self.k, batch[0], batch[1], num_workers=self.num_workers,
@@ -113,6 +123,9 @@ class DGCNN(Module):
             concatenated to ``pos``; ``0`` uses positions only and ignores
             ``data.x``. (default: ``0``)
         dropout (float): Dropout of the head. (default: ``0.5``)
+        grouping (str): ``"dense"`` (default) or ``"message_passing"``: the
+            implementation of the EdgeConvs (:class:`DynamicEdgeConv`), same
+            parameters and results.
 
     Attributes:
         mlp: The classifier head, applied to the global feature.
@@ -120,7 +133,7 @@ class DGCNN(Module):
     """
 
     def __init__(self, num_classes: int, k: int = 20, aggr: str = "max", in_channels: int = 0,
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, grouping: str = "dense") -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"'num_classes' must be a positive int (got {num_classes!r})")
@@ -129,8 +142,9 @@ class DGCNN(Module):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.feat_dim = 1024
-        self.conv1 = DynamicEdgeConv(MLP([2 * (3 + in_channels), 64, 64, 64]), k, aggr)
-        self.conv2 = DynamicEdgeConv(MLP([2 * 64, 128]), k, aggr)
+        self.conv1 = DynamicEdgeConv(MLP([2 * (3 + in_channels), 64, 64, 64]), k, aggr,
+                                     grouping=grouping)
+        self.conv2 = DynamicEdgeConv(MLP([2 * 64, 128]), k, aggr, grouping=grouping)
         self.lin1 = Linear(128 + 64, self.feat_dim)
         self.mlp = MLP([self.feat_dim, 512, 256, num_classes], dropout=dropout, norm=None)
 

@@ -26,7 +26,8 @@ from torch.nn import BatchNorm1d, Linear, Module, ModuleList, ReLU, Sequential
 
 from torch_geometric.nn import MLP, PointNetConv, global_max_pool
 
-from ..ops import fps, radius
+from ..ops import fps, radius, radius_padded
+from ._dense import check_grouping, dense_point_conv, supports_dense
 from ._inputs import unpack_cloud_batch
 
 __all__ = ["SAModule", "MSGSAModule", "GlobalSAModule", "PointNet2", "PointNet2MSG"]
@@ -52,25 +53,45 @@ class SAModule(Module):
         nn (torch.nn.Module): The shared MLP, ``in_channels + 3 -> out``.
         max_num_neighbors (int): Neighbours per sample. (default: ``64``, as
             in PyG's example)
+        grouping (str): ``"dense"`` (default: the first linear layer split
+            per point and per centre, a max over padded neighbour slots; see
+            :mod:`pointcmt_pyg.models._dense`) or ``"message_passing"``
+            (PyG's ``PointNetConv``, the reference). Same parameters and
+            results either way; an MLP the dense path does not cover always
+            uses message passing.
     """
 
-    def __init__(self, ratio: float, r: float, nn: Module, max_num_neighbors: int = 64) -> None:
+    def __init__(self, ratio: float, r: float, nn: Module, max_num_neighbors: int = 64,
+                 grouping: str = "dense") -> None:
         super().__init__()
         _check_ratio_radius(ratio, r)
         self.ratio = float(ratio)
         self.r = float(r)
         self.max_num_neighbors = int(max_num_neighbors)
+        self.grouping = check_grouping(grouping)
         self.conv = PointNetConv(nn, add_self_loops=False)
 
     def forward(self, x: Optional[Tensor], pos: Tensor, batch: Tensor,
                 num_clouds: Optional[int] = None) -> Tuple[Tensor, Tensor, Tensor]:
         idx = fps(pos, batch, ratio=self.ratio, random_start=self.training, batch_size=num_clouds)
-        row, col = radius(pos, pos[idx], self.r, batch, batch[idx],
-                          max_num_neighbors=self.max_num_neighbors, batch_size=num_clouds)
-        edge_index = torch.stack([col, row], dim=0)
-        x_dst = None if x is None else x[idx]
-        x = self.conv((x, x_dst), (pos, pos[idx]), edge_index)
-        return x, pos[idx], batch[idx]
+        pos_dst, batch_dst = pos[idx], batch[idx]
+        x = _group(self.conv, self.grouping, x, idx, pos, pos_dst, batch, batch_dst, self.r,
+                   self.max_num_neighbors, num_clouds)
+        return x, pos_dst, batch_dst
+
+
+def _group(conv: PointNetConv, grouping: str, x: Optional[Tensor], idx: Tensor, pos: Tensor,
+           pos_dst: Tensor, batch: Tensor, batch_dst: Tensor, r: float, max_num_neighbors: int,
+           num_clouds: Optional[int]) -> Tensor:
+    """One PointNet over the radius neighbourhoods of the samples ``idx``."""
+    if grouping == "dense" and supports_dense(conv.local_nn) and conv.global_nn is None:
+        slots = radius_padded(pos, pos_dst, r, batch, batch_dst,
+                              max_num_neighbors=max_num_neighbors, batch_size=num_clouds)
+        return dense_point_conv(conv.local_nn, x, pos, pos_dst, slots)
+    row, col = radius(pos, pos_dst, r, batch, batch_dst, max_num_neighbors=max_num_neighbors,
+                      batch_size=num_clouds)
+    x_dst = None if x is None else x[idx]
+    return conv((x, x_dst), (pos, pos_dst), torch.stack([col, row], dim=0))
 
 
 class MSGSAModule(Module):
@@ -83,11 +104,14 @@ class MSGSAModule(Module):
         radii (sequence of float): Grouping radius of every scale.
         max_num_neighbors (sequence of int): Neighbours per sample, per scale.
         nns (sequence of torch.nn.Module): The shared MLP of every scale.
+        grouping (str): ``"dense"`` or ``"message_passing"``, as in
+            :class:`SAModule`. (default: ``"dense"``)
     """
 
     def __init__(self, ratio: float, radii: Sequence[float], max_num_neighbors: Sequence[int],
-                 nns: Sequence[Module]) -> None:
+                 nns: Sequence[Module], grouping: str = "dense") -> None:
         super().__init__()
+        self.grouping = check_grouping(grouping)
         if not (len(radii) == len(max_num_neighbors) == len(nns)) or len(radii) == 0:
             raise ValueError(f"'radii', 'max_num_neighbors' and 'nns' must have the same non-zero "
                              f"length (got {len(radii)}, {len(max_num_neighbors)}, {len(nns)})")
@@ -102,11 +126,9 @@ class MSGSAModule(Module):
                 num_clouds: Optional[int] = None) -> Tuple[Tensor, Tensor, Tensor]:
         idx = fps(pos, batch, ratio=self.ratio, random_start=self.training, batch_size=num_clouds)
         pos_dst, batch_dst = pos[idx], batch[idx]
-        x_dst = None if x is None else x[idx]
-        outs = []
-        for r, k, conv in zip(self.radii, self.max_num_neighbors, self.convs):
-            row, col = radius(pos, pos_dst, r, batch, batch_dst, max_num_neighbors=k, batch_size=num_clouds)
-            outs.append(conv((x, x_dst), (pos, pos_dst), torch.stack([col, row], dim=0)))
+        outs = [_group(conv, self.grouping, x, idx, pos, pos_dst, batch, batch_dst, r, k,
+                       num_clouds)
+                for r, k, conv in zip(self.radii, self.max_num_neighbors, self.convs)]
         return torch.cat(outs, dim=-1), pos_dst, batch_dst
 
 
@@ -165,6 +187,9 @@ class PointNet2(Module):
         dropout (float): Dropout of the head. (default: ``0.5``)
         max_num_neighbors (int): Neighbours per sample in the set
             abstractions. (default: ``64``)
+        grouping (str): ``"dense"`` (default) or ``"message_passing"`` (PyG's
+            ``PointNetConv``): the implementation of the set abstractions,
+            same parameters and results (:class:`SAModule`).
 
     Attributes:
         mlp: The classifier head, applied to the global feature.
@@ -172,14 +197,16 @@ class PointNet2(Module):
     """
 
     def __init__(self, num_classes: int, in_channels: int = 0, dropout: float = 0.5,
-                 max_num_neighbors: int = 64) -> None:
+                 max_num_neighbors: int = 64, grouping: str = "dense") -> None:
         super().__init__()
         _check_classes(num_classes, in_channels)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.feat_dim = 1024
-        self.sa1_module = SAModule(0.5, 0.2, MLP([in_channels + 3, 64, 64, 128]), max_num_neighbors)
-        self.sa2_module = SAModule(0.25, 0.4, MLP([128 + 3, 128, 128, 256]), max_num_neighbors)
+        self.sa1_module = SAModule(0.5, 0.2, MLP([in_channels + 3, 64, 64, 128]), max_num_neighbors,
+                                   grouping)
+        self.sa2_module = SAModule(0.25, 0.4, MLP([128 + 3, 128, 128, 256]), max_num_neighbors,
+                                   grouping)
         self.sa3_module = GlobalSAModule(MLP([256 + 3, 256, 512, self.feat_dim]))
         self.mlp = MLP([self.feat_dim, 512, 256, num_classes], dropout=dropout, norm=None)
 
@@ -225,13 +252,15 @@ class PointNet2MSG(Module):
         num_classes (int): Number of classes.
         in_channels (int): Per-point features ``F`` read from ``data.x``;
             ``0`` uses positions only. (default: ``0``)
+        grouping (str): ``"dense"`` (default) or ``"message_passing"``, as in
+            :class:`PointNet2`.
 
     Attributes:
         mlp: The classifier head (``nn.Linear``), applied to the global feature.
         feat_dim (int): Width of the global feature (``512``).
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 0) -> None:
+    def __init__(self, num_classes: int, in_channels: int = 0, grouping: str = "dense") -> None:
         super().__init__()
         _check_classes(num_classes, in_channels)
         self.num_classes = num_classes
@@ -241,12 +270,12 @@ class PointNet2MSG(Module):
         self.sa1_module = MSGSAModule(
             0.5, (0.1, 0.2, 0.4), (16, 32, 128),
             [_shared_mlp([c_in, 32, 32, 64]), _shared_mlp([c_in, 64, 64, 128]),
-             _shared_mlp([c_in, 64, 96, 128])])
+             _shared_mlp([c_in, 64, 96, 128])], grouping)
         c_in = 64 + 128 + 128 + 3
         self.sa2_module = MSGSAModule(
             0.25, (0.2, 0.4, 0.8), (32, 64, 128),
             [_shared_mlp([c_in, 64, 64, 128]), _shared_mlp([c_in, 128, 128, 256]),
-             _shared_mlp([c_in, 128, 128, 256])])
+             _shared_mlp([c_in, 128, 128, 256])], grouping)
         self.sa3_module = GlobalSAModule(_shared_mlp([128 + 256 + 256 + 3, 256, 512, 1024]))
         self.fc = Sequential(Linear(1024, self.feat_dim, bias=False), BatchNorm1d(self.feat_dim), ReLU())
         self.mlp = Linear(self.feat_dim, num_classes)

@@ -8,8 +8,8 @@ which installs from PyPI with pip alone), backed by the C++/CUDA kernels in
 """
 from ._ext import backend, compiled_cuda_ops, has_cuda_kernels, load_error
 from .fps import fps, fps_dense
-from .knn import knn, knn_dense, knn_graph
-from .radius import radius, radius_graph
+from .knn import knn, knn_dense, knn_graph, knn_padded
+from .radius import radius, radius_graph, radius_padded
 from .emd import emd, emd_loss
 
 __all__ = [
@@ -22,8 +22,10 @@ __all__ = [
     "knn",
     "knn_dense",
     "knn_graph",
+    "knn_padded",
     "radius",
     "radius_graph",
+    "radius_padded",
     "emd",
     "emd_loss",
 ]

@@ -95,6 +95,35 @@ def knn(
 @serial_torch_ops
 def _knn_eager(x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor], batch_y: Optional[Tensor],
                cosine: bool, num_workers: int, batch_size: Optional[int]) -> Tensor:
+    return padded_to_edges(_knn_slots(x, y, k, batch_x, batch_y, cosine, batch_size))
+
+
+@serial_torch_ops
+def knn_padded(
+    x: Tensor,
+    y: Tensor,
+    k: int,
+    batch_x: Optional[Tensor] = None,
+    batch_y: Optional[Tensor] = None,
+    cosine: bool = False,
+    batch_size: Optional[int] = None,
+) -> Tensor:
+    r"""The search of :func:`knn` as padded neighbour slots (what DGCNN's
+    dense EdgeConv gathers from).
+
+    Args: as :func:`knn`.
+
+    Returns:
+        torch.Tensor: ``[M, k]`` int64: row ``i`` holds the neighbours of
+        ``y[i]`` (indices into ``x``), nearest first (ties to the lower
+        index), then ``-1`` where its cloud has fewer than ``k`` points.
+        :func:`knn` returns exactly the non-negative entries, row by row.
+    """
+    return _knn_slots(x, y, k, batch_x, batch_y, cosine, batch_size)
+
+
+def _knn_slots(x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor], batch_y: Optional[Tensor],
+               cosine: bool, batch_size: Optional[int]) -> Tensor:
     check_points(x, "x")
     check_points(y, "y")
     check_same(x, y, "x", "y")
@@ -104,8 +133,7 @@ def _knn_eager(x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor], batch_y:
     ptr_x = batch_to_ptr(batch_x, x.shape[0], x.device, "batch_x", batch_size)
     ptr_y = batch_to_ptr(batch_y, y.shape[0], y.device, "batch_y", batch_size)
     ptr_x, ptr_y = check_same_num_clouds(ptr_x, ptr_y)
-    _, idx = torch.ops.pointcmt.knn(x.contiguous(), y.contiguous(), ptr_x, ptr_y, k, cosine)
-    return padded_to_edges(idx)
+    return torch.ops.pointcmt.knn(x.contiguous(), y.contiguous(), ptr_x, ptr_y, k, cosine)[1]
 
 
 def knn_graph(

@@ -104,6 +104,36 @@ def radius(
 def _radius_eager(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor],
                   batch_y: Optional[Tensor], max_num_neighbors: Optional[int], num_workers: int,
                   batch_size: Optional[int]) -> Tensor:
+    return padded_to_edges(_radius_slots(x, y, r, batch_x, batch_y, max_num_neighbors, batch_size))
+
+
+@serial_torch_ops
+def radius_padded(
+    x: Tensor,
+    y: Tensor,
+    r: float,
+    batch_x: Optional[Tensor] = None,
+    batch_y: Optional[Tensor] = None,
+    max_num_neighbors: Optional[int] = 32,
+    batch_size: Optional[int] = None,
+) -> Tensor:
+    r"""The search of :func:`radius` as padded neighbour slots (what the
+    dense grouping of the students gathers from).
+
+    Args: as :func:`radius`.
+
+    Returns:
+        torch.Tensor: ``[M, K]`` int64, ``K = max_num_neighbors`` (or the
+        largest cloud when ``None``): row ``i`` holds the neighbours of
+        ``y[i]`` (indices into ``x``) in ascending order, then ``-1``.
+        :func:`radius` returns exactly the non-negative entries, row by row.
+    """
+    return _radius_slots(x, y, r, batch_x, batch_y, max_num_neighbors, batch_size)
+
+
+def _radius_slots(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor],
+                  batch_y: Optional[Tensor], max_num_neighbors: Optional[int],
+                  batch_size: Optional[int]) -> Tensor:
     check_points(x, "x")
     check_points(y, "y")
     check_same(x, y, "x", "y")
@@ -113,8 +143,7 @@ def _radius_eager(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor],
     ptr_y = batch_to_ptr(batch_y, y.shape[0], y.device, "batch_y", batch_size)
     ptr_x, ptr_y = check_same_num_clouds(ptr_x, ptr_y)
     max_num = _check_max_num_neighbors(max_num_neighbors, ptr_x)
-    idx = torch.ops.pointcmt.radius(x.contiguous(), y.contiguous(), ptr_x, ptr_y, r, max_num)
-    return padded_to_edges(idx)
+    return torch.ops.pointcmt.radius(x.contiguous(), y.contiguous(), ptr_x, ptr_y, r, max_num)
 
 
 def radius_graph(

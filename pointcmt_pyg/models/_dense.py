@@ -1,0 +1,152 @@
+r"""The dense grouping path of the students' set abstraction and EdgeConv
+(issue 9): the same math as PyG's message passing with max aggregation,
+computed without a scatter.
+
+PyG computes a PointNet / EdgeConv layer edge by edge: it gathers the inputs
+of every edge, runs the shared MLP on them, and takes the maximum per centre
+with ``scatter_reduce(..., "amax")``, whose backward (ties, counts, a gather
+and several passes over all edges) was half of a PointNet++ training step
+here. This path:
+
+1. **splits the first linear layer** (exact algebra): PointNet++'s
+   ``W [x_j, pos_j - pos_i] + b = (W_x x_j + W_p pos_j) - (W_p pos_i - b)``
+   and EdgeConv's ``W [x_i, x_j - x_i] + b = ((W_a - W_b) x_i + b) + W_b x_j``
+   run once per point and once per centre, then are gathered per edge (``K``
+   times fewer multiplications in the widest layer);
+2. runs the rest of the MLP on the same edge rows as PyG (so batch norm sees
+   exactly the same values and statistics);
+3. writes the edge outputs into the padded ``[centres, K, C]`` block of the
+   neighbour search (empty slots ``-inf``) and takes ``max`` over ``K``; its
+   backward sends each gradient to the first maximal slot. PyG's ``amax``
+   splits the gradient evenly between exactly equal maxima; the parameters'
+   gradients are the same either way (tied edges have identical inputs), and
+   only exactly duplicated neighbours can see a different share of an input
+   gradient.
+
+Only the standard MLPs of the models here (``torch_geometric.nn.MLP`` with
+ReLU after batch norm or no norm, and a plain last layer) take this path;
+:func:`supports_dense` says whether an MLP does.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn import Identity, Module, ReLU
+
+from torch_geometric.nn import MLP
+
+__all__ = ["supports_dense", "mlp_after_first_linear", "split_first_linear",
+           "slot_edges", "max_over_slots", "dense_point_conv", "dense_edge_conv", "GROUPINGS"]
+
+#: The implementations of the grouping layers: ``"dense"`` (this module) and
+#: ``"message_passing"`` (PyG's, the reference the tests compare against).
+GROUPINGS = ("dense", "message_passing")
+
+
+def check_grouping(grouping: str) -> str:
+    if grouping not in GROUPINGS:
+        raise ValueError(f"'grouping' must be one of {GROUPINGS} (got {grouping!r})")
+    return grouping
+
+
+def supports_dense(mlp: Module) -> bool:
+    r"""Whether ``mlp`` is a ``torch_geometric.nn.MLP`` this path computes
+    exactly: ReLU (or no activation) after a norm that works row by row."""
+    if not isinstance(mlp, MLP) or mlp.act_first:
+        return False
+    if mlp.act is not None and not isinstance(mlp.act, ReLU):
+        return False
+    return not mlp.supports_norm_batch or all(isinstance(n, Identity) for n in mlp.norms)
+
+
+def split_first_linear(mlp: MLP, split: int) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    r"""``(W[:, :split], W[:, split:], b)`` of the MLP's first linear layer."""
+    lin = mlp.lins[0]
+    weight = lin.weight
+    return weight[:, :split], weight[:, split:], lin.bias
+
+
+def mlp_after_first_linear(mlp: MLP, h: Tensor) -> Tensor:
+    r"""The rest of ``mlp`` applied to ``h``, the output of its first linear
+    layer (the steps of ``torch_geometric.nn.MLP.forward`` after ``lins[0]``)."""
+    num_hidden = len(mlp.norms)   # plain_last: one norm (or Identity) per hidden layer
+    for i in range(len(mlp.lins)):
+        if i > 0:
+            h = mlp.lins[i](h)
+        if i < num_hidden:
+            h = mlp.norms[i](h)
+            if mlp.act is not None:
+                h = mlp.act(h)
+            h = F.dropout(h, p=mlp.dropout[i], training=mlp.training)
+    if mlp.plain_last:
+        h = F.dropout(h, p=mlp.dropout[-1], training=mlp.training)
+    return h
+
+
+def slot_edges(slots: Tensor) -> Tuple[Tensor, Tensor, Optional[Tensor], int]:
+    r"""The edges of padded neighbour slots ``[M, K]`` (``-1`` = empty,
+    neighbours first in every row).
+
+    Returns:
+        ``(centre, neighbour, flat, width)``: the ``E`` edges in row-major
+        order, their flat positions in the ``[M, width]`` block (``None`` when
+        every slot is used), and ``width``, the used columns (the largest
+        neighbour count).
+    """
+    num_centres = slots.shape[0]
+    valid = slots >= 0
+    counts = valid.sum(dim=1)
+    width = max(1, int(counts.max())) if num_centres else 1
+    if width < slots.shape[1]:
+        slots, valid = slots[:, :width], valid[:, :width]
+    if bool(valid.all()):
+        centre = torch.arange(num_centres, device=slots.device).repeat_interleave(width)
+        return centre, slots.reshape(-1), None, width
+    flat = valid.reshape(-1).nonzero().squeeze(1)
+    return flat // width, slots.reshape(-1)[flat], flat, width
+
+
+def max_over_slots(edge_out: Tensor, num_centres: int, width: int,
+                   flat: Optional[Tensor]) -> Tensor:
+    r"""Per-centre maximum of the edge outputs ``[E, C]`` laid out by
+    :func:`slot_edges` (empty slots are ``-inf``)."""
+    channels = edge_out.shape[1]
+    if flat is None:
+        block = edge_out.view(num_centres, width, channels)
+    else:
+        # In place into a fresh buffer (no copy of the whole block); autograd
+        # sends the block's gradient at ``flat`` back to the edges.
+        block = edge_out.new_full((num_centres * width, channels), float("-inf"))
+        block = block.index_put_((flat,), edge_out).view(num_centres, width, channels)
+    out = block.max(dim=1).values
+    if flat is not None:   # a centre without neighbours aggregates to 0, as in PyG
+        out = out.masked_fill(out == float("-inf"), 0.0)
+    return out
+
+
+def dense_point_conv(mlp: MLP, x_src: Optional[Tensor], pos_src: Tensor, pos_dst: Tensor,
+                     slots: Tensor) -> Tensor:
+    r"""``PointNetConv(mlp)`` with max aggregation over the neighbour slots
+    ``[M, K]`` of every centre ``pos_dst[i]``: ``max_j mlp([x_j, pos_j - pos_i])``."""
+    centre, neighbour, flat, width = slot_edges(slots)
+    w_x, w_pos, bias = split_first_linear(mlp, 0 if x_src is None else x_src.shape[1])
+    per_point = F.linear(pos_src, w_pos)
+    if x_src is not None:
+        per_point = per_point + F.linear(x_src, w_x)
+    per_centre = F.linear(pos_dst, w_pos, None if bias is None else -bias)
+    h = per_point.index_select(0, neighbour) - per_centre.index_select(0, centre)
+    return max_over_slots(mlp_after_first_linear(mlp, h), slots.shape[0], width, flat)
+
+
+def dense_edge_conv(mlp: MLP, x_src: Tensor, x_dst: Tensor, slots: Tensor) -> Tensor:
+    r"""``EdgeConv(mlp)`` with max aggregation over the neighbour slots
+    ``[M, K]`` of every centre ``x_dst[i]``: ``max_j mlp([x_i, x_j - x_i])``."""
+    centre, neighbour, flat, width = slot_edges(slots)
+    w_i, w_diff, bias = split_first_linear(mlp, x_dst.shape[1])
+    per_centre = F.linear(x_dst, w_i - w_diff, bias)
+    per_neighbour = F.linear(x_src, w_diff)
+    h = per_centre.index_select(0, centre) + per_neighbour.index_select(0, neighbour)
+    return max_over_slots(mlp_after_first_linear(mlp, h), slots.shape[0], width, flat)

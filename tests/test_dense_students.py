@@ -1,0 +1,158 @@
+"""The dense grouping of the students (issue 9, point 3) against PyG's message
+passing, which stays as the reference (``grouping="message_passing"``).
+
+Same parameters, same inputs, same random draws: outputs, every gradient and
+the batch-norm statistics must agree to float64 rounding, in train and eval
+mode, on ragged clouds whose neighbourhoods leave padded slots empty, and on
+clouds smaller than DGCNN's ``k``.
+"""
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from pointcmt_pyg.models import get_model
+from pointcmt_pyg.models._dense import GROUPINGS, max_over_slots, slot_edges
+from pointcmt_pyg.ops import knn, knn_padded, radius, radius_padded
+
+MODELS = ["pointnet2", "pointnet2_msg", "dgcnn"]
+
+
+def _batch(sizes, seed=0, duplicate=False):
+    g = torch.Generator().manual_seed(seed)
+    clouds = []
+    for i, n in enumerate(sizes):
+        pos = torch.rand(n, 3, generator=g, dtype=torch.float64) * 2 - 1
+        if duplicate:                       # exact duplicates: tied maxima
+            pos[n // 2:] = pos[:n - n // 2]
+        clouds.append(Data(pos=pos, y=torch.tensor([i % 5])))
+    return Batch.from_data_list(clouds)
+
+
+def _randomize_norms(model):
+    """Batch norms as after some training (random statistics and affine
+    parameters): at initialisation (mean 0, variance 1, bias 0) a zero input
+    row, e.g. a point's own edge in the first set abstraction, gives an
+    exactly zero pre-activation, where ReLU's gradient flips with the last
+    bit of rounding (the split first layer rounds differently)."""
+    g = torch.Generator().manual_seed(11)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            module.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=g) * 0.3)
+
+
+def _pair(name, **kwargs):
+    torch.manual_seed(0)
+    reference = get_model(name, 5, grouping="message_passing", **kwargs).double()
+    _randomize_norms(reference)
+    dense = get_model(name, 5, grouping="dense", **kwargs).double()
+    dense.load_state_dict(reference.state_dict())
+    assert list(dense.state_dict()) == list(reference.state_dict())
+    return reference, dense
+
+
+def _run(model, data, train):
+    model.train(train)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(7)           # the same FPS starts and dropout masks
+    out = model(data)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    return out.detach(), grads, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same(reference, dense, data, train):
+    out_r, grad_r, state_r = _run(reference, data, train)
+    out_d, grad_d, state_d = _run(dense, data, train)
+    torch.testing.assert_close(out_d, out_r, rtol=1e-9, atol=1e-10)
+    # Gradients within rounding of the largest gradient of their tensor (the
+    # biases before a batch norm have true gradient 0 and carry only noise).
+    scale = max(g.abs().max().item() for g in grad_r.values())
+    for key in grad_r:
+        torch.testing.assert_close(grad_d[key], grad_r[key], rtol=1e-7, atol=1e-9 * scale,
+                                   msg=lambda m: f"{key}: {m}")
+    for key in state_r:            # running means and variances of every batch norm
+        torch.testing.assert_close(state_d[key], state_r[key], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_dense_grouping_equals_message_passing(name, train):
+    reference, dense = _pair(name)
+    # Ragged clouds: sparse ones leave most neighbour slots empty, dense ones fill them.
+    data = _batch([300, 40, 700, 90])
+    _assert_same(reference, dense, data, train)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_dense_grouping_equals_message_passing_with_tied_neighbours(name):
+    reference, dense = _pair(name)
+    _assert_same(reference, dense, _batch([120, 64], seed=3, duplicate=True), True)
+
+
+def test_dgcnn_dense_on_clouds_smaller_than_k():
+    reference, dense = _pair("dgcnn", k=20)
+    _assert_same(reference, dense, _batch([12, 30, 5], seed=1), True)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_training_run_is_the_same_with_either_grouping(name):
+    reference, dense = _pair(name)
+    data = _batch([200, 150, 260], seed=2)
+    for model in (reference, dense):
+        # Plain SGD: Adam would blow the rounding noise of the zero gradients
+        # of the biases before each batch norm up to full-size steps.
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        for step in range(3):
+            torch.manual_seed(step)
+            loss = torch.nn.functional.cross_entropy(model(data), data.y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(dense.state_dict()[key], value, rtol=1e-6, atol=1e-8)
+
+
+def test_padded_searches_hold_exactly_the_edges_of_the_flat_ones():
+    data = _batch([50, 7, 120])
+    pos, batch = data.pos, data.batch
+    centres = torch.arange(0, pos.shape[0], 3)
+    slots = radius_padded(pos, pos[centres], 0.4, batch, batch[centres], max_num_neighbors=16)
+    row, col = radius(pos, pos[centres], 0.4, batch, batch[centres], max_num_neighbors=16)
+    keep = slots >= 0
+    assert slots.shape == (centres.numel(), 16)
+    assert torch.equal(keep.nonzero()[:, 0], row) and torch.equal(slots[keep], col)
+    assert torch.equal(keep, torch.arange(16) < keep.sum(1, keepdim=True))   # left-packed
+    slots = knn_padded(pos, pos, 10, batch, batch)
+    row, col = knn(pos, pos, 10, batch, batch)
+    keep = slots >= 0
+    assert torch.equal(keep.nonzero()[:, 0], row) and torch.equal(slots[keep], col)
+    assert int((~keep).sum()) == 7 * 3          # the 7-point cloud: 3 empty slots per point
+
+
+def test_slot_edges_and_max_over_slots_against_a_loop():
+    slots = torch.tensor([[4, 2, -1], [0, -1, -1], [1, 3, 5], [-1, -1, -1]])
+    centre, neighbour, flat, width = slot_edges(slots)
+    assert width == 3 and centre.tolist() == [0, 0, 1, 2, 2, 2]
+    assert neighbour.tolist() == [4, 2, 0, 1, 3, 5] and flat.tolist() == [0, 1, 3, 6, 7, 8]
+    values = torch.randn(6, 4, requires_grad=True)
+    out = max_over_slots(values, 4, width, flat)
+    expected = torch.stack([values[0:2].max(0).values, values[2], values[3:6].max(0).values,
+                            torch.zeros(4)])          # no neighbours: 0, as PyG's max
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()
+    assert values.grad.sum().item() == 12.0 and set(values.grad.unique().tolist()) <= {0.0, 1.0}
+    # Every slot used: no padding, no index.
+    centre, neighbour, flat, width = slot_edges(torch.tensor([[1, 0], [0, 1]]))
+    assert flat is None and width == 2 and centre.tolist() == [0, 0, 1, 1]
+
+
+def test_unknown_grouping_is_an_error_naming_the_argument():
+    assert GROUPINGS == ("dense", "message_passing")
+    with pytest.raises(ValueError, match="'grouping' must be one of"):
+        get_model("pointnet2", 5, grouping="sparse")
+    with pytest.raises(ValueError, match="'grouping' must be one of"):
+        get_model("dgcnn", 5, grouping="fast")
