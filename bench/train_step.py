@@ -126,7 +126,16 @@ def main() -> None:
     parser.add_argument("--emd-eps", type=float, default=None,
                         help="the distiller's emd_eps (default: the op's, 1e-3)")
     parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--table", nargs="+", metavar="JSON",
+                        help="instead of timing: write the BENCHMARKS.md section from these "
+                             "--json files (with --command and --note)")
+    parser.add_argument("--command", nargs="+", default=[], help="the commands that made them")
+    parser.add_argument("--note", default="", help="conditions to record (e.g. other jobs)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     args = parser.parse_args()
+    if args.table:
+        write_table(args)
+        return
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available here")
     device = torch.device(args.device)
@@ -155,6 +164,41 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)
+
+
+def write_table(args: argparse.Namespace) -> None:
+    """The "Training step" section of BENCHMARKS.md from --json files."""
+    import datetime
+    import platform
+    rows: List[Dict[str, object]] = []
+    for path in args.table:
+        with open(path) as fh:
+            rows += json.load(fh)
+    index = {(r["model"], r["precision"], r["grouping"], r["pointcmt"]): r["median_s"] for r in rows}
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"## Training step (students): {stamp}", "",
+             "One optimizer step (forward, backward, AdamW) of each student on B = 32 real "
+             "ModelNet40 shapes of 1,024 points, median of the timed steps; PointCMT = "
+             "`CrossModalDistiller` (recipe `balanced`, CMPG, cached 512-d teacher features). "
+             "`message_passing` is PyG's `PointNetConv` / EdgeConv propagation (the reference), "
+             "`dense` the default grouping (`pointcmt_pyg/models/_dense.py`). All configurations "
+             "of a model run round robin, one step each per round, in one process. "
+             f"{os.cpu_count()} cores ({platform.machine()}), torch {torch.__version__}. "
+             + args.note, "", "```bash", *args.command, "```", "",
+             "| student | precision | message passing plain | dense plain | speed-up | "
+             "message passing PointCMT | dense PointCMT | speed-up | dense PointCMT / plain |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for model, precision in dict.fromkeys((r["model"], r["precision"]) for r in rows):
+        def get(grouping: str, distill: bool) -> float:
+            return index.get((model, precision, grouping, distill), float("nan"))
+        mp, dn = get("message_passing", False), get("dense", False)
+        mpc, dnc = get("message_passing", True), get("dense", True)
+        lines.append(f"| {model} | {precision} | {mp:.2f} s | {dn:.2f} s | {mp / dn:.2f}x | "
+                     f"{mpc:.2f} s | {dnc:.2f} s | {mpc / dnc:.2f}x | {dnc / dn:.2f} |")
+    section = "\n".join(lines) + "\n"
+    print(section)
+    from ops import write_section
+    write_section(args.out, "## Training step (students):", section)
 
 
 if __name__ == "__main__":
