@@ -109,22 +109,56 @@ def slot_edges(slots: Tensor) -> Tuple[Tensor, Tensor, Optional[Tensor], int]:
     return flat // width, slots.reshape(-1)[flat], flat, width
 
 
+class _SlotMax(torch.autograd.Function):
+    """Max over the slots of every centre; the backward scatters each
+    gradient straight to the edge that won (no ``[M, K, C]`` zeros, no
+    gather of the padded block's gradient)."""
+
+    @staticmethod
+    def forward(ctx, edge_out: Tensor, num_centres: int, width: int,  # type: ignore[override]
+                flat: Optional[Tensor]) -> Tensor:
+        channels = edge_out.shape[1]
+        if flat is None:
+            block = edge_out.view(num_centres, width, channels)
+        else:
+            block = edge_out.new_full((num_centres * width, channels), float("-inf"))
+            block.index_put_((flat,), edge_out)
+            block = block.view(num_centres, width, channels)
+        values, slot = block.max(dim=1)                                  # [M, C] each
+        winner = slot + (torch.arange(num_centres, device=slot.device) * width).view(-1, 1)
+        if flat is not None:
+            edge_of_slot = torch.full((num_centres * width,), -1, dtype=torch.long,
+                                      device=slot.device)
+            edge_of_slot[flat] = torch.arange(flat.numel(), device=slot.device)
+            winner = edge_of_slot[winner]
+            empty = winner < 0             # a centre without neighbours: 0, as in PyG
+            if bool(empty.any()):
+                values = values.masked_fill(empty, 0.0)
+                winner = winner.clamp(min=0)
+                ctx.empty = empty
+        ctx.save_for_backward(winner)
+        ctx.num_edges = edge_out.shape[0]
+        return values
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (winner,) = ctx.saved_tensors
+        empty = getattr(ctx, "empty", None)
+        if empty is not None:
+            grad = grad.masked_fill(empty, 0.0)
+        grad_edges = grad.new_zeros((ctx.num_edges, grad.shape[1]))
+        grad_edges.scatter_add_(0, winner, grad)
+        return grad_edges, None, None, None
+
+
 def max_over_slots(edge_out: Tensor, num_centres: int, width: int,
                    flat: Optional[Tensor]) -> Tensor:
     r"""Per-centre maximum of the edge outputs ``[E, C]`` laid out by
-    :func:`slot_edges` (empty slots are ``-inf``)."""
-    channels = edge_out.shape[1]
-    if flat is None:
-        block = edge_out.view(num_centres, width, channels)
-    else:
-        # In place into a fresh buffer (no copy of the whole block); autograd
-        # sends the block's gradient at ``flat`` back to the edges.
-        block = edge_out.new_full((num_centres * width, channels), float("-inf"))
-        block = block.index_put_((flat,), edge_out).view(num_centres, width, channels)
-    out = block.max(dim=1).values
-    if flat is not None:   # a centre without neighbours aggregates to 0, as in PyG
-        out = out.masked_fill(out == float("-inf"), 0.0)
-    return out
+    :func:`slot_edges` (empty slots are ``-inf``; a centre without any
+    neighbour gets ``0``, as PyG's max aggregation). The gradient of each
+    output goes to the first edge reaching the maximum."""
+    return _SlotMax.apply(edge_out, num_centres, width, flat)
 
 
 def dense_point_conv(mlp: MLP, x_src: Optional[Tensor], pos_src: Tensor, pos_dst: Tensor,
