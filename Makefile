@@ -40,7 +40,7 @@ run: setup
 
 test: setup ctest test-cuda-emu
 	$(PY) -m pytest -q --ignore=tests/test_cuda_emu.py $(PYTEST_ARGS)
-	POINTCMT_DISABLE_EXT=1 $(PY) -m pytest -q tests/test_fps.py tests/test_knn.py tests/test_radius.py tests/test_emd.py tests/test_ext.py
+	POINTCMT_DISABLE_EXT=1 $(PY) -m pytest -q tests/test_fps.py tests/test_knn.py tests/test_radius.py tests/test_emd.py tests/test_ext.py tests/test_torchscript.py
 
 # The CUDA kernels' device code (csrc/cuda/kernels) on the CPU emulator of
 # tests/cuda_emu, against the CPU ops, plus the emulator's sanitizer self-test.
