@@ -645,9 +645,11 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     train, val = _split(full_train, cfg)
     run = "baseline" if args.baseline else "pointcmt"
     out = Path(args.out).expanduser() if args.out else RUN_DIR / run
-    _log(f"data: {desc}; {len(train)} train / {len(val)} val; device {device}")
+    init_seed = cfg.seed if args.init_seed is None else args.init_seed
+    _log(f"data: {desc}; {len(train)} train / {len(val)} val; device {device}"
+         + (f"; student seed {init_seed}" if args.init_seed is not None else ""))
     _log_resume(args, out)
-    seed_everything(cfg.seed)
+    seed_everything(init_seed)
     with _inputs():
         student = get_model(cfg.model, len(classes))
     if args.baseline:
@@ -662,12 +664,13 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     res = train_student(model, _with_transform(train, train_t),
                         _with_transform(val, student_transforms(False)), epochs=cfg.epochs,
                         batch_size=cfg.batch_size, lr=cfg.lr, out_dir=out, device=device,
-                        seed=cfg.seed, num_workers=args.workers, progress=cfg.progress,
+                        seed=init_seed, num_workers=args.workers, progress=cfg.progress,
                         resume=args.resume, num_classes=len(classes), precision=cfg.precision,
                         select=cfg.select)
     _write_json(out / "student_config.json",
                 {"model": cfg.model, "num_classes": len(classes), "classes": classes,
                  "num_points": cfg.num_points, "data": cfg.data, "pointcmt": not args.baseline,
+                 "seed": cfg.seed, "init_seed": init_seed,
                  "val_oa": res.history.best_metric, "best_epoch": res.history.best_epoch})
     _log(f"{run}: val OA {_pct(res.history.best_metric)} (epoch {res.history.best_epoch}) "
          f"-> {out / 'student.pt'}")
@@ -902,6 +905,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = parsers["distill"]
     p.add_argument("--model", default=d.model,
                    help="the student: pointnet2 | pointnet2_msg | dgcnn | point_transformer")
+    p.add_argument("--init-seed", type=int, default=None,
+                   help="seed of the student's initial weights and training order only "
+                        "(default: --seed); with a fixed --seed the data, the carve and the "
+                        "teacher features stay the same, so repeated runs measure the "
+                        "student's own variation")
     p.add_argument("--baseline", action="store_true",
                    help="train the plain model (no teacher, CMPG or features)")
     p.add_argument("--teacher", default=None,

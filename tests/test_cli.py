@@ -246,6 +246,22 @@ def test_distill_resume_continues_the_run(chain, tmp_path):
     assert [r["epoch"] for r in history["records"]] == [1, 2]
 
 
+def test_distill_init_seed_varies_the_student_alone(chain, tmp_path):
+    root, logs = chain
+    args = ["distill", *DATA, "--baseline", "--epochs", "1", "--batch-size", "8", *QUIET]
+    default = _run(*args, "--out", str(tmp_path / "s0"))
+    same = _run(*args, "--init-seed", "0", "--out", str(tmp_path / "s0b"))
+    other = _run(*args, "--init-seed", "3", "--out", str(tmp_path / "s3"))
+    carve = default.split("data: ")[1].split(";")[1]          # " N train / M val"
+    assert carve in other and "student seed 3" in other
+    weights = [torch.load(tmp_path / d / "student.pt", weights_only=True) for d in ("s0", "s0b", "s3")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])   # --init-seed = --seed
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+    config = json.loads((tmp_path / "s3" / "student_config.json").read_text())
+    assert (config["seed"], config["init_seed"]) == (0, 3)
+    del same
+
+
 # --------------------------------------------------------------------- bad input
 def test_missing_files(capsys, tmp_path):
     msg = _fails(capsys, "cache-features", "--teacher", str(tmp_path / "t.pt"))
