@@ -151,7 +151,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                    help="embedded dataset: number of classes, at most 16 (default: %(default)s)")
     _add_distiller_arguments(p, d)
     p.add_argument("--only", choices=("baseline", "pointcmt"), default=None,
-                   help="train only one of the two student runs")
+                   help="train only one of the two student runs (baseline: no teacher, views or "
+                        "CMPG are made)")
     p.add_argument("--protocol", choices=("scratch", "finetune"), default=d.protocol,
                    help="scratch: baseline and PointCMT from the same initialisation, same "
                         "epochs; finetune: both arms (plain CE and PointCMT) continue from the "

@@ -126,7 +126,8 @@ class PipelineConfig:
         seed (int): Seed of the split, initialisations and shuffling.
         progress (bool): tqdm progress bars.
         stages (sequence of str): Which student runs: ``"baseline"``,
-            ``"pointcmt"`` or both.
+            ``"pointcmt"`` or both. Without ``"pointcmt"`` stages I and II
+            (views, teacher, CMPG) are skipped.
         protocol (str): ``"scratch"`` (default): baseline and PointCMT
             students trained from the same initialisation for ``epochs``
             each. ``"finetune"``: the baseline is trained for ``epochs``, then
@@ -716,63 +717,66 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
                                "stages": {}}
     histories: Dict[str, Any] = {}
 
-    # ------------------------------------------------------------ stage I
-    teacher, done, teacher_trained, train_v, val_v = _stage_teacher(
-        cfg, data, train, val, test, out, common, device, num_classes, main, log)
-    histories["teacher"] = History.from_dict(done["history"])
-    results["stages"]["teacher"] = {k: done.get(k) for k in ("val", "test", "epoch_seconds")}
-    try:
-        if not main:
-            raise _Skip
-        sample = train_v[0]
-        save_montage(sample.views[0], out / "views_montage.png",
-                     title=f"{classes[int(sample.y)]}: {cfg.num_views} views the teacher sees")
-    except _Skip:
-        pass
-    except Exception as exc:  # a picture must never fail a run
-        log(f"montage skipped: {exc}")
+    # Stages I and II serve the PointCMT student only: a baseline-only run
+    # (stages=("baseline",), the CLI's --only baseline) trains neither.
+    teacher_trained = cmpg_trained = False
+    if "pointcmt" in cfg.stages:
+        # ------------------------------------------------------------ stage I
+        teacher, done, teacher_trained, train_v, val_v = _stage_teacher(
+            cfg, data, train, val, test, out, common, device, num_classes, main, log)
+        histories["teacher"] = History.from_dict(done["history"])
+        results["stages"]["teacher"] = {k: done.get(k) for k in ("val", "test", "epoch_seconds")}
+        try:
+            if not main:
+                raise _Skip
+            sample = train_v[0]
+            save_montage(sample.views[0], out / "views_montage.png",
+                         title=f"{classes[int(sample.y)]}: {cfg.num_views} views the teacher sees")
+        except _Skip:
+            pass
+        except Exception as exc:  # a picture must never fail a run
+            log(f"montage skipped: {exc}")
 
-    # ------------------------------------------------- teacher features
-    feat_path = out / "teacher_features.pt"
-    if teacher_trained or not (cfg.resume and feat_path.is_file()):
-        if main:
-            log("caching teacher features of the training split (train + val)")
-            compute_teacher_features(teacher, _concat(train_v, val_v),
-                                     batch_size=cfg.teacher_batch_size, device=device,
-                                     progress=cfg.progress,
-                                     metadata={"teacher": str(out / "teacher" / "teacher.pt")}
-                                     ).save(feat_path)
-        D.barrier()
-    cache = FeatureCache.load(feat_path)
-    attach = AttachImageFeatures(cache)
+        # ------------------------------------------------- teacher features
+        feat_path = out / "teacher_features.pt"
+        if teacher_trained or not (cfg.resume and feat_path.is_file()):
+            if main:
+                log("caching teacher features of the training split (train + val)")
+                compute_teacher_features(teacher, _concat(train_v, val_v),
+                                         batch_size=cfg.teacher_batch_size, device=device,
+                                         progress=cfg.progress,
+                                         metadata={"teacher": str(out / "teacher" / "teacher.pt")}
+                                         ).save(feat_path)
+            D.barrier()
+        cache = FeatureCache.load(feat_path)
+        attach = AttachImageFeatures(cache)
 
-    # ------------------------------------------------------------ stage II
-    stage_dir = out / "cmpg"
-    settings = cfg.settings("cmpg")
-    done = None if teacher_trained else _read_done(stage_dir, cfg.resume, settings, log)
-    cmpg_trained = False
-    if done is not None:
-        cmpg = load_cmpg(stage_dir / "cmpg.pt").to(device)
-        log(f"cmpg: reusing {stage_dir / 'cmpg.pt'}")
-    else:
-        common["resume"] = _start_stage(stage_dir, settings, cfg.resume and not teacher_trained,
-                                        main, log)
-        log(f"stage II: CMPG ({teacher.feat_dim} -> {cfg.cmpg_points} points, "
-            f"{cfg.cmpg_epochs} epochs)")
-        seed_everything(cfg.seed)
-        cmpg = CMPG(teacher.feat_dim, num_points=cfg.cmpg_points)
-        t_cmpg = Compose([DropAttributes(), attach])
-        res = train_cmpg(cmpg, _with_transform(train, t_cmpg), _with_transform(val, t_cmpg),
-                         epochs=cfg.cmpg_epochs, batch_size=cfg.batch_size, out_dir=stage_dir,
-                         **common)
-        cmpg = res.model
-        cmpg_trained = True
-        done = {"val_emd": res.history.best_metric,
-                "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
-        _write_done(stage_dir, done, main)
-    histories["cmpg"] = History.from_dict(done["history"])
-    results["stages"]["cmpg"] = {"val_emd": done["val_emd"],
-                                 "epoch_seconds": done["epoch_seconds"]}
+        # ------------------------------------------------------------ stage II
+        stage_dir = out / "cmpg"
+        settings = cfg.settings("cmpg")
+        done = None if teacher_trained else _read_done(stage_dir, cfg.resume, settings, log)
+        if done is not None:
+            cmpg = load_cmpg(stage_dir / "cmpg.pt").to(device)
+            log(f"cmpg: reusing {stage_dir / 'cmpg.pt'}")
+        else:
+            common["resume"] = _start_stage(stage_dir, settings, cfg.resume and not teacher_trained,
+                                            main, log)
+            log(f"stage II: CMPG ({teacher.feat_dim} -> {cfg.cmpg_points} points, "
+                f"{cfg.cmpg_epochs} epochs)")
+            seed_everything(cfg.seed)
+            cmpg = CMPG(teacher.feat_dim, num_points=cfg.cmpg_points)
+            t_cmpg = Compose([DropAttributes(), attach])
+            res = train_cmpg(cmpg, _with_transform(train, t_cmpg), _with_transform(val, t_cmpg),
+                             epochs=cfg.cmpg_epochs, batch_size=cfg.batch_size, out_dir=stage_dir,
+                             **common)
+            cmpg = res.model
+            cmpg_trained = True
+            done = {"val_emd": res.history.best_metric,
+                    "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
+            _write_done(stage_dir, done, main)
+        histories["cmpg"] = History.from_dict(done["history"])
+        results["stages"]["cmpg"] = {"val_emd": done["val_emd"],
+                                     "epoch_seconds": done["epoch_seconds"]}
 
     # ----------------------------------------------------------- stage III
     val_s = _with_transform(val, student_transforms(False))
@@ -838,7 +842,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
         histories[run] = History.from_dict(done["history"])
         results["stages"][run] = {k: done[k] for k in ("val", "test", "epoch_seconds")}
         if run == "baseline" and main:
-            teacher_val = results["stages"]["teacher"].get("val")
+            teacher_val = results["stages"].get("teacher", {}).get("val")
             if teacher_val and done.get("val"):
                 results["teacher_margin_val"] = teacher_margin(teacher_val["oa"],
                                                                done["val"]["oa"], "val")

@@ -309,3 +309,20 @@ def test_teacher_stage_alone_is_the_pipelines_stage_one(tiny_run, tmp_path):
     theirs = torch.load(out / "teacher" / "best.pt", weights_only=False)
     for name, tensor in theirs["model"].items():
         assert torch.equal(ours["model"][name], tensor), name
+
+
+def test_baseline_only_run_trains_no_teacher_and_matches_the_full_runs_baseline(tiny_run, tmp_path):
+    # stages=("baseline",) (the CLI's --only baseline) needs no images: stages I and II
+    # are skipped, and the plain student is the very one the full run trained.
+    out_full, full = tiny_run
+    results = run_pipeline(PipelineConfig(out=str(tmp_path), stages=("baseline",), **TINY))
+    assert set(results["stages"]) == {"baseline"}
+    for name in ("teacher", "cmpg", "views", "teacher_features.pt", "pointcmt"):
+        assert not (tmp_path / name).exists(), name
+    assert "teacher" not in results["table"] and "teacher_margin_val" not in results
+    ours = torch.load(tmp_path / "baseline" / "student.pt")
+    theirs = torch.load(out_full / "baseline" / "student.pt")
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key
+    assert results["stages"]["baseline"]["test"] == full["stages"]["baseline"]["test"]
