@@ -116,6 +116,11 @@ class PipelineConfig:
         precision (str): ``"32"``, ``"bf16"`` or ``"16"``: every stage's
             forwards under ``torch.autocast`` in that dtype (float16 with a
             loss scaler), see :class:`~pointcmt_pyg.train.Trainer`.
+        compile (bool): Train the students through ``torch.compile``
+            (``dynamic=True``: neighbourhood sizes vary from batch to batch).
+            The same math up to rounding, so not a recorded setting; it pays
+            on long runs (BENCHMARKS.md: 1.2x per SSG step on this CPU after
+            about a minute of compiling).
         select (str): The checkpoint each student run keeps: ``"val_oa"``
             (default: the epoch with the best validation OA) or ``"last"``
             (the final epoch; no selection on the validation carve, which
@@ -171,6 +176,7 @@ class PipelineConfig:
     warmup_epochs: Optional[float] = None
     device: str = "auto"
     precision: str = "32"
+    compile: bool = False
     select: str = "val_oa"
     out: str = "runs/modelnet40"
     resume: bool = False
@@ -676,6 +682,12 @@ def run_pipeline(cfg: PipelineConfig,
             os.environ["TQDM_DISABLE"] = previous
 
 
+def student_compile(cfg: PipelineConfig) -> Any:
+    r"""The students' ``compile`` argument of :func:`~pointcmt_pyg.train.train_student`
+    for ``cfg`` (``False``, or the :func:`torch.compile` arguments)."""
+    return {"dynamic": True} if cfg.compile else False
+
+
 def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], List[str], str]]
                   ) -> Dict[str, Any]:
     from .datasets import AttachImageFeatures, FeatureCache, compute_teacher_features
@@ -825,7 +837,8 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
                 + f", {cfg.num_points} points)")
             res = train_student(model, train_s, val_s, epochs=epochs,
                                 batch_size=cfg.batch_size, lr=lr, out_dir=stage_dir,
-                                num_classes=num_classes, select=cfg.select, **common)
+                                num_classes=num_classes, select=cfg.select,
+                                compile=student_compile(cfg), **common)
             student = res.model.student if run == "pointcmt" else res.model
             test_res = _evaluate(student, test_loader, device, num_classes)
             val_res = _evaluate(student, val_loader, device, num_classes)

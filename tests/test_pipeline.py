@@ -326,3 +326,62 @@ def test_baseline_only_run_trains_no_teacher_and_matches_the_full_runs_baseline(
     for key in ours:
         assert torch.equal(ours[key], theirs[key]), key
     assert results["stages"]["baseline"]["test"] == full["stages"]["baseline"]["test"]
+
+
+def test_compile_gives_the_dense_students_gradients_through_inductor(monkeypatch):
+    # --compile (PipelineConfig.compile) runs the student through torch.compile with
+    # inductor and dynamic shapes (graph breaks at our ops, whose fake kernels give
+    # the shapes). Same loss and gradients as eager, over clouds of changing sizes.
+    # BatchNorm in eval mode with random statistics: in train mode at initialisation
+    # many ReLU outputs are exactly 0, and which of the tied zeros a max-pool's
+    # gradient goes to is a free choice that compiled and eager code make
+    # differently (~1 % of the gradient's norm). Inductor's own RNG is replaced by
+    # eager's (fallback_random) so that FPS draws the same random starts.
+    import copy
+    import torch._inductor.config as inductor_config
+    from torch_geometric.data import Batch, Data
+    from pointcmt_pyg.models import get_model
+    from pointcmt_pyg.pipeline import student_compile
+    monkeypatch.setattr(inductor_config, "fallback_random", True)
+    assert student_compile(PipelineConfig(**dict(TINY, compile=True))) == {"dynamic": True}
+    assert student_compile(PipelineConfig(**TINY)) is False
+    torch.manual_seed(0)
+    eager = get_model("pointnet2", 3, dropout=0.0)
+    for module in eager.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.05, 0.05)
+            module.running_var.uniform_(0.5, 1.5)
+    eager.eval()
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin, **student_compile(PipelineConfig(**dict(TINY, compile=True))))
+    for step in range(2):
+        gen = torch.Generator().manual_seed(step)
+        batch = Batch.from_data_list([Data(pos=torch.rand(90 + 10 * i + 7 * step, 3, generator=gen),
+                                           y=torch.tensor([i % 3])) for i in range(4)])
+        losses = []
+        for model in (eager, compiled):
+            model.zero_grad()
+            torch.manual_seed(5)
+            loss = torch.nn.functional.cross_entropy(model(batch), batch.y)
+            loss.backward()
+            losses.append(loss.detach())
+        torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+        grads = [torch.cat([p.grad.flatten() for p in m.parameters()]) for m in (eager, twin)]
+        assert (grads[1] - grads[0]).norm() <= 1e-4 * grads[0].norm()
+
+
+def test_cli_compile_flag_reaches_the_student_stage(monkeypatch, tmp_path):
+    from pointcmt_pyg import cli
+    from pointcmt_pyg.train import stages
+    seen = {}
+
+    def fake_train_student(model, *args, compile=False, **kwargs):
+        seen["compile"] = compile
+        raise SystemExit(0)
+    monkeypatch.setattr(stages, "train_student", fake_train_student)
+    monkeypatch.setattr("pointcmt_pyg.train.train_student", fake_train_student)
+    for flag, expected in (([], False), (["--compile"], {"dynamic": True})):
+        with pytest.raises(SystemExit):
+            cli.main(["distill", "--baseline", "--data", "synthetic", "--synthetic-classes", "3",
+                      "--epochs", "1", "--out", str(tmp_path / "b"), "--no-progress", *flag])
+        assert seen.pop("compile") == expected
