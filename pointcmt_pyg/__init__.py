@@ -21,6 +21,16 @@ Subpackages: :mod:`~pointcmt_pyg.ops` (FPS, kNN, radius, EMD),
 """
 __version__ = "0.1.0"
 
+import warnings as _warnings
+
+with _warnings.catch_warnings():
+    # PyG 2.8 calls torch.jit.script while it is imported, which torch 2.14
+    # deprecates with a FutureWarning on every run of every user: silenced for
+    # that import only (the user's own torch.jit.script calls still warn).
+    _warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated",
+                             category=FutureWarning)
+    import torch_geometric  # noqa: F401
+
 from . import ops  # noqa: F401
 from .nn import (CMPG, CrossModalDistiller, DistillerOutput, MultiViewTeacher, load_cmpg,
                  load_teacher, save_cmpg, save_teacher)

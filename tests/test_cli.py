@@ -358,3 +358,16 @@ def test_distill_select_last_keeps_the_final_epoch(tmp_path):
     from pointcmt_pyg.cli import build_parser, config_from_args
     args = build_parser().parse_args(["run", "--select", "last"])
     assert config_from_args(args).select == "last"
+
+
+def test_importing_the_package_shows_no_pyg_deprecation_noise():
+    # PyG 2.8 calls torch.jit.script at import, which torch 2.14 deprecates: our import
+    # silences that one warning; a user's own torch.jit.script call still warns.
+    code = ("import pointcmt_pyg, pointcmt_pyg.cli, pointcmt_pyg.models, warnings, torch\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            "    torch.jit.script(torch.nn.Linear(2, 2))\n"
+            "assert any(issubclass(w.category, FutureWarning) for w in caught)\n")
+    proc = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
