@@ -202,8 +202,11 @@ def write_table(args: argparse.Namespace) -> None:
     machine = f"{os.cpu_count()} cores ({platform.machine()}), torch {torch.__version__}. "
     commands = ["```bash", *args.command, "```", ""]
     from ops import write_section
+    # The students' table needs plain and PointCMT rows; runs with --no-pointcmt
+    # (e.g. only the PyG-example comparison) leave that section as it is.
     students = list(dict.fromkeys((r["model"], r["precision"]) for r in rows
-                                  if r["grouping"] != "pyg_example"))
+                                  if r["grouping"] != "pyg_example"
+                                  and (r["model"], r["precision"], r["grouping"], True) in index))
     if students:
         lines = [f"## Training step (students): {stamp}", "",
                  "One optimizer step (forward, backward, AdamW) of each student on B = 32 real "
