@@ -81,9 +81,9 @@ def main() -> None:
     print()
     for name, rs in records.items():
         finished = [100 * r["val_oa"] for r in rs if r and len(r["curve"]) == epochs]
-        mean = (f"{statistics.mean(finished):.2f}" + (f" ± {statistics.stdev(finished):.2f}"
-                                                        if len(finished) > 1 else ""))
-        line = f"- {name}: val OA {mean if finished else '-'} over {len(finished)} seeds"
+        mean = "-" if not finished else (f"{statistics.mean(finished):.2f}" + (
+            f" ± {statistics.stdev(finished):.2f}" if len(finished) > 1 else ""))
+        line = f"- {name}: val OA {mean} over {len(finished)} seeds"
         if name != base:
             wins = sum(d > 0 for d in diffs[name])
             line += (f"; minus {base}, paired: {_mean_std(diffs[name])} "
