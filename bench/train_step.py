@@ -59,6 +59,11 @@ class Config:
                  args: argparse.Namespace) -> None:
         self.model_name, self.distill = model_name, distill
         self.grouping, self.precision = grouping, precision
+        # "<grouping>+compile": the same student through torch.compile (dynamic
+        # shapes, as the pipeline's --compile); its first step includes compiling.
+        grouping, _, compiled = grouping.partition("+")
+        if compiled not in ("", "compile"):
+            raise SystemExit(f"--grouping {self.grouping}: the only suffix is '+compile'")
         self.device = torch.device(args.device)
         torch.manual_seed(0)
         if grouping == "pyg_example":      # PyG's example network, on our ops via the patch
@@ -83,8 +88,10 @@ class Config:
         else:
             self.model, params = student, student.parameters()
         self.model.to(self.device).train()
+        self.forward = torch.compile(self.model, dynamic=True) if compiled else self.model
         self.opt = torch.optim.AdamW(params, lr=1e-3)
         self.times: List[float] = []
+        self.first_step_s: float = float("nan")
 
     def step(self, batch: Batch, timed: bool) -> None:
         sync = self.device.type == "cuda"
@@ -93,7 +100,7 @@ class Config:
         t0 = time.perf_counter()
         dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(self.precision)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            out = self.model(batch)
+            out = self.forward(batch)
             loss = out.loss if self.distill else torch.nn.functional.cross_entropy(out, batch.y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -102,11 +109,14 @@ class Config:
             torch.cuda.synchronize()
         if timed:
             self.times.append(time.perf_counter() - t0)
+        elif self.first_step_s != self.first_step_s:     # nan: this was the first step
+            self.first_step_s = time.perf_counter() - t0
 
     def row(self) -> Dict[str, object]:
         return {"model": self.model_name, "pointcmt": self.distill, "grouping": self.grouping,
                 "precision": self.precision, "median_s": statistics.median(self.times),
-                "min_s": min(self.times), "steps": len(self.times)}
+                "min_s": min(self.times), "steps": len(self.times),
+                "first_step_s": self.first_step_s}
 
 
 def real_batches(root: str, count: int, args: argparse.Namespace, device: torch.device,
@@ -141,7 +151,8 @@ def main() -> None:
     parser.add_argument("--grouping", nargs="+", default=["message_passing", "dense"],
                         help="student implementations to compare (models without one: '-'; "
                              "pyg_example: PyG's own example network of that model, run on our "
-                             "ops through use_pointcmt_ops)")
+                             "ops through use_pointcmt_ops; <grouping>+compile: that student "
+                             "through torch.compile(dynamic=True))")
     parser.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16", "16"])
     parser.add_argument("--no-pointcmt", action="store_true", help="time the plain step only")
     parser.add_argument("--data", help="a point folder (e.g. ModelNet40): real shapes instead of "
@@ -205,7 +216,7 @@ def write_table(args: argparse.Namespace) -> None:
     # The students' table needs plain and PointCMT rows; runs with --no-pointcmt
     # (e.g. only the PyG-example comparison) leave that section as it is.
     students = list(dict.fromkeys((r["model"], r["precision"]) for r in rows
-                                  if r["grouping"] != "pyg_example"
+                                  if r["grouping"] in ("message_passing", "dense")
                                   and (r["model"], r["precision"], r["grouping"], True) in index))
     if students:
         lines = [f"## Training step (students): {stamp}", "",
@@ -254,6 +265,32 @@ def write_table(args: argparse.Namespace) -> None:
         section = "\n".join(lines) + "\n"
         print(section)
         write_section(args.out, "## Training step (PyG's example networks on our ops):", section)
+
+
+    compiled = [r for r in rows if r["grouping"].endswith("+compile")]
+    if compiled:
+        first = {(r["model"], r["precision"], r["grouping"], r["pointcmt"]): r.get("first_step_s")
+                 for r in rows}
+        lines = [f"## Training step (torch.compile): {stamp}", "",
+                 "The student's step with its forward through `torch.compile(dynamic=True)` (what "
+                 "`--compile` does in the pipeline and `distill`) against the same student eager, "
+                 "timed round robin in one process on B = 32 real ModelNet40 shapes of 1,024 "
+                 "points; the first step includes compiling (inductor). " + machine + args.note,
+                 "", *commands,
+                 "| student | precision | run | eager | compiled | speed-up | first compiled step "
+                 "| steps to repay it |", "|---|---|---|---:|---:|---:|---:|---:|"]
+        for r in compiled:
+            key = (r["model"], r["precision"], r["grouping"], r["pointcmt"])
+            eager_key = (r["model"], r["precision"], r["grouping"][:-len("+compile")], r["pointcmt"])
+            eager = index.get(eager_key, float("nan"))
+            comp, once = r["median_s"], first[key]
+            repay = (once - eager) / (eager - comp) if eager > comp else float("inf")
+            lines.append(f"| {r['model']} | {r['precision']} | "
+                         f"{'PointCMT' if r['pointcmt'] else 'plain'} | {eager:.2f} s | "
+                         f"{comp:.2f} s | {eager / comp:.2f}x | {once:.0f} s | {repay:.0f} |")
+        section = "\n".join(lines) + "\n"
+        print(section)
+        write_section(args.out, "## Training step (torch.compile):", section)
 
 
 if __name__ == "__main__":
