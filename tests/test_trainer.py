@@ -408,3 +408,37 @@ def test_compiled_forward_trains_and_checkpoints_the_plain_model(tmp_path):
     assert state.keys() == eager.model.state_dict().keys()
     for key, value in eager.model.state_dict().items():
         torch.testing.assert_close(state[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_distiller_compiles_the_students_body_and_keeps_its_head_hooks(tmp_path):
+    # The distiller reads the student feature with hooks it registers on the head around
+    # each forward, which a compiled region would not run ("the head ran 0 times"): the
+    # trainer compiles the student's other submodules in place instead, and the run
+    # equals the eager one (backend="eager": dynamo tracing without a C++ toolchain).
+    from pointcmt_pyg.models import get_model
+    from pointcmt_pyg.nn import CMPG, CrossModalDistiller
+    g = torch.Generator().manual_seed(4)
+    data = [Data(pos=torch.randn(48, 3, generator=g), y=torch.tensor([i % 3]),
+                 img_feat=torch.randn(1, 16, generator=g)) for i in range(12)]
+    loader = DataLoader(data, batch_size=6, shuffle=True)
+    states, trainers = [], []
+    for compile in (False, {"backend": "eager", "dynamic": True}):
+        seed_everything(0)
+        model = CrossModalDistiller(get_model("pointnet2", 3, dropout=0.0), None, CMPG(16, 32),
+                                    teacher_classifier=torch.nn.Linear(16, 3),
+                                    teacher_source="cache", teacher_dim=16, recipe="balanced")
+        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+        trainer = Trainer(model, optimizer, device="cpu", progress=False, seed=0, compile=compile,
+                          out_dir=tmp_path / str(bool(compile)))
+        trainer.fit(loader, epochs=1)
+        states.append(model.student.state_dict())
+        trainers.append(trainer)
+    model = trainers[1].model
+    assert [m for m in model.compile_targets()] == [model.student.sa1_module,
+                                                    model.student.sa2_module,
+                                                    model.student.sa3_module]
+    assert all(m._compiled_call_impl is not None for m in model.compile_targets())
+    assert model.student.mlp._compiled_call_impl is None          # the head stays eager
+    assert states[0].keys() == states[1].keys()                   # no _orig_mod. prefixes
+    for key, value in states[0].items():
+        torch.testing.assert_close(states[1][key], value, rtol=1e-5, atol=1e-6, msg=key)

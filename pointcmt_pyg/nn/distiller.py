@@ -512,6 +512,17 @@ class CrossModalDistiller(nn.Module):
         self.num_steps += 1                     # only forwards that produced a loss count
         return DistillerOutput(logits=logits, loss=sum(losses.values()), losses=losses)
 
+    def compile_targets(self) -> List[nn.Module]:
+        r"""The student's top-level submodules that do not hold its head: what
+        :class:`~pointcmt_pyg.train.Trainer` compiles in place for
+        ``compile=...``. The head stays eager, because the distiller reads the
+        student feature with forward hooks that it registers on the head around
+        each student forward, and a compiled region runs no hooks registered
+        inside it. For PyG's PointNet++ that is the set abstractions, where the
+        time goes."""
+        return [module for name, module in self.student.named_children()
+                if self.head_name != name and not self.head_name.startswith(name + ".")]
+
     def warmup_factor(self) -> float:
         r"""The factor on ``w_fe`` and ``w_ce`` for the next training forward:
         ``min(1, num_steps / warmup_steps)`` (``1`` without warm-up)."""

@@ -324,7 +324,9 @@ class Trainer:
             group, so a group of ``k`` batches of ``B`` equals one batch of
             ``kB`` (for per-sample-mean losses and equal batch sizes).
         compile (bool or dict): Run the forward through :func:`torch.compile`
-            (a dict is passed as its keyword arguments).
+            (a dict is passed as its keyword arguments). A model with a
+            ``compile_targets()`` method (:class:`~pointcmt_pyg.nn.CrossModalDistiller`)
+            has those submodules compiled in place instead.
         out_dir (str or Path, optional): Where checkpoints and
             ``history.json`` go (rank 0 only). ``None``: no files.
         seed (int): Base seed of the per-epoch reseeding.
@@ -421,7 +423,14 @@ class Trainer:
 
         self._ddp = D.wrap_model(self.model, self.device, **(ddp_kwargs or {}))
         compile_kwargs = compile if isinstance(compile, dict) else {}
-        if compile is not False:
+        targets = getattr(self.model, "compile_targets", None)
+        if compile is not False and callable(targets):
+            # A wrapper that hooks a submodule in its forward (CrossModalDistiller):
+            # its chosen submodules are compiled in place (state_dict unchanged).
+            for module in targets():
+                module.compile(**compile_kwargs)
+            self._train_model, self._eval_model = self._ddp, self.model
+        elif compile is not False:
             self._train_model = torch.compile(self._ddp, **compile_kwargs)
             self._eval_model = (self._train_model if self._ddp is self.model
                                 else torch.compile(self.model, **compile_kwargs))
