@@ -88,7 +88,12 @@ class Config:
         else:
             self.model, params = student, student.parameters()
         self.model.to(self.device).train()
-        self.forward = torch.compile(self.model, dynamic=True) if compiled else self.model
+        self.forward = self.model
+        if compiled and hasattr(self.model, "compile_targets"):   # as the Trainer does
+            for module in self.model.compile_targets():
+                module.compile(dynamic=True)
+        elif compiled:
+            self.forward = torch.compile(self.model, dynamic=True)
         self.opt = torch.optim.AdamW(params, lr=1e-3)
         self.times: List[float] = []
         self.first_step_s: float = float("nan")
