@@ -218,11 +218,12 @@ def write_table(args: argparse.Namespace) -> None:
     machine = f"{os.cpu_count()} cores ({platform.machine()}), torch {torch.__version__}. "
     commands = ["```bash", *args.command, "```", ""]
     from ops import write_section
-    # The students' table needs plain and PointCMT rows; runs with --no-pointcmt
-    # (e.g. only the PyG-example comparison) leave that section as it is.
+    # The students' table needs both groupings, plain and PointCMT; other runs
+    # (the PyG-example or torch.compile comparisons) leave that section as it is.
     students = list(dict.fromkeys((r["model"], r["precision"]) for r in rows
-                                  if r["grouping"] in ("message_passing", "dense")
-                                  and (r["model"], r["precision"], r["grouping"], True) in index))
+                                  if all((r["model"], r["precision"], g, d) in index
+                                         for g in ("message_passing", "dense")
+                                         for d in (False, True))))
     if students:
         lines = [f"## Training step (students): {stamp}", "",
                  "One optimizer step (forward, backward, AdamW) of each student on B = 32 real "

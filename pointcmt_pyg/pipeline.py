@@ -119,8 +119,9 @@ class PipelineConfig:
         compile (bool): Train the students through ``torch.compile``
             (``dynamic=True``: neighbourhood sizes vary from batch to batch).
             The same math up to rounding, so not a recorded setting; it pays
-            on long runs (BENCHMARKS.md: 1.2x per SSG step on this CPU after
-            about a minute of compiling).
+            on long runs (BENCHMARKS.md "Training step (torch.compile)": SSG
+            1.38x plain and 1.23x with PointCMT per step on this CPU, after
+            up to a minute of compiling).
         select (str): The checkpoint each student run keeps: ``"val_oa"``
             (default: the epoch with the best validation OA) or ``"last"``
             (the final epoch; no selection on the validation carve, which
