@@ -11,7 +11,7 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from pointcmt_pyg.models import get_model
-from pointcmt_pyg.models._dense import GROUPINGS, max_over_slots, slot_edges
+from pointcmt_pyg.models._dense import GROUPINGS, dense_global_max_pool, max_over_slots, slot_edges
 from pointcmt_pyg.ops import knn, knn_padded, radius, radius_padded
 
 MODELS = ["pointnet2", "pointnet2_msg", "dgcnn"]
@@ -148,6 +148,39 @@ def test_slot_edges_and_max_over_slots_against_a_loop():
     # Every slot used: no padding, no index.
     centre, neighbour, flat, width = slot_edges(torch.tensor([[1, 0], [0, 1]]))
     assert flat is None and width == 2 and centre.tolist() == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("sizes, size", [([64, 64, 64], None), ([30, 1, 77, 5], None),
+                                         ([30, 0, 12], 5), ([9], 1)],
+                         ids=["equal", "ragged", "empty clouds", "one cloud"])
+def test_dense_global_max_pool_equals_pyg(sizes, size):
+    from torch_geometric.nn import global_max_pool
+    g = torch.Generator().manual_seed(len(sizes))
+    batch = torch.cat([torch.full((n,), i) for i, n in enumerate(sizes)])
+    x = torch.randn(batch.numel(), 6, generator=g, dtype=torch.float64)   # no ties
+    weights = torch.randn(size or len(sizes), 6, generator=g, dtype=torch.float64)
+    grads = []
+    for pool in (global_max_pool, dense_global_max_pool):
+        leaf = x.clone().requires_grad_()
+        out = pool(leaf, batch, size=size)
+        (out * weights).sum().backward()
+        grads.append((out.detach(), leaf.grad))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=0, atol=0)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=0, atol=0)
+
+
+def test_dense_global_max_pool_ties_and_unsorted_batches():
+    # Exactly equal maxima: the whole gradient goes to the first of them.
+    x = torch.tensor([[1.0], [3.0], [3.0], [2.0], [2.0]], requires_grad=True)
+    out = dense_global_max_pool(x, torch.tensor([0, 0, 0, 1, 1]))
+    out.sum().backward()
+    assert out.flatten().tolist() == [3.0, 2.0]
+    assert x.grad.flatten().tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+    # An unsorted batch vector (not a PyG Batch) is pooled by PyG's own function.
+    from torch_geometric.nn import global_max_pool
+    batch = torch.tensor([1, 0, 1, 0, 2])
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(dense_global_max_pool(x, batch), global_max_pool(x, batch))
 
 
 def test_unknown_grouping_is_an_error_naming_the_argument():

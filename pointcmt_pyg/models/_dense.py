@@ -36,10 +36,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Identity, Module, ReLU
 
-from torch_geometric.nn import MLP
+from torch_geometric.nn import MLP, global_max_pool
 
 __all__ = ["supports_dense", "mlp_after_first_linear", "split_first_linear",
-           "slot_edges", "max_over_slots", "dense_point_conv", "dense_edge_conv", "GROUPINGS"]
+           "slot_edges", "max_over_slots", "dense_point_conv", "dense_edge_conv",
+           "dense_global_max_pool", "global_max_pool_for", "GROUPINGS"]
 
 #: The implementations of the grouping layers: ``"dense"`` (this module) and
 #: ``"message_passing"`` (PyG's, the reference the tests compare against).
@@ -184,3 +185,39 @@ def dense_edge_conv(mlp: MLP, x_src: Tensor, x_dst: Tensor, slots: Tensor) -> Te
     per_neighbour = F.linear(x_src, w_diff)
     h = per_centre.index_select(0, centre) + per_neighbour.index_select(0, neighbour)
     return max_over_slots(mlp_after_first_linear(mlp, h), slots.shape[0], width, flat)
+
+
+def dense_global_max_pool(x: Tensor, batch: Tensor, size: Optional[int] = None) -> Tensor:
+    r"""``torch_geometric.nn.global_max_pool(x, batch, size)`` for a sorted
+    ``batch`` vector (as every PyG ``Batch`` has), as a max over each cloud's
+    rows laid out in a padded ``[clouds, largest cloud, C]`` block (a plain
+    ``view`` when all clouds have the same size).
+
+    The forward is PyG's; the backward sends each gradient to the first row
+    reaching the maximum instead of through ``scatter_reduce``'s backward,
+    which was 12 % of a DGCNN training step (1,024 points x 1,024 channels
+    per cloud). Exactly equal maxima in one cloud and channel get all of
+    the gradient on the first of them rather than an equal share. An
+    unsorted ``batch`` falls back to PyG's pooling; an empty cloud gives 0.
+    """
+    if size is None:
+        num_clouds = int(batch.max()) + 1 if batch.numel() else 0
+    else:
+        num_clouds = int(size)
+    if batch.numel() == 0 or num_clouds == 0 or x.dim() != 2 or bool((batch[1:] < batch[:-1]).any()):
+        return global_max_pool(x, batch, size=num_clouds)
+    counts = torch.bincount(batch, minlength=num_clouds)
+    width = int(counts.max())
+    if bool((counts == width).all()):
+        flat = None
+    else:
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(batch.numel(), device=batch.device) - starts.index_select(0, batch)
+        flat = batch * width + rank
+    return max_over_slots(x, num_clouds, width, flat)
+
+
+def global_max_pool_for(grouping: str):
+    r"""The global max pooling of a model built with ``grouping``:
+    :func:`dense_global_max_pool` for ``"dense"``, PyG's for the reference."""
+    return dense_global_max_pool if check_grouping(grouping) == "dense" else global_max_pool

@@ -15,11 +15,11 @@ import torch
 from torch import Tensor
 from torch.nn import Linear, Module
 
-from torch_geometric.nn import MLP, MessagePassing, global_max_pool
+from torch_geometric.nn import MLP, MessagePassing
 from torch_geometric.nn.inits import reset
 
 from ..ops import knn, knn_padded
-from ._dense import check_grouping, dense_edge_conv, supports_dense
+from ._dense import check_grouping, dense_edge_conv, global_max_pool_for, supports_dense
 from ._inputs import unpack_cloud_batch
 
 __all__ = ["DynamicEdgeConv", "DGCNN"]
@@ -124,8 +124,8 @@ class DGCNN(Module):
             ``data.x``. (default: ``0``)
         dropout (float): Dropout of the head. (default: ``0.5``)
         grouping (str): ``"dense"`` (default) or ``"message_passing"``: the
-            implementation of the EdgeConvs (:class:`DynamicEdgeConv`), same
-            parameters and results.
+            implementation of the EdgeConvs (:class:`DynamicEdgeConv`) and of
+            the global max pool, same parameters and results.
 
     Attributes:
         mlp: The classifier head, applied to the global feature.
@@ -145,6 +145,7 @@ class DGCNN(Module):
         self.conv1 = DynamicEdgeConv(MLP([2 * (3 + in_channels), 64, 64, 64]), k, aggr,
                                      grouping=grouping)
         self.conv2 = DynamicEdgeConv(MLP([2 * 64, 128]), k, aggr, grouping=grouping)
+        self.grouping = check_grouping(grouping)
         self.lin1 = Linear(128 + 64, self.feat_dim)
         self.mlp = MLP([self.feat_dim, 512, 256, num_classes], dropout=dropout, norm=None)
 
@@ -161,7 +162,7 @@ class DGCNN(Module):
         x1 = self.conv1(h, batch, num_clouds)
         x2 = self.conv2(x1, batch, num_clouds)
         out = self.lin1(torch.cat([x1, x2], dim=1))
-        return global_max_pool(out, batch, size=num_clouds)
+        return global_max_pool_for(self.grouping)(out, batch, size=num_clouds)
 
     def forward(self, data: Any) -> Tensor:
         r"""Logits ``[B, num_classes]`` of a PyG batch (``pos``, ``batch``,

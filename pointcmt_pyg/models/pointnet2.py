@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 from torch.nn import BatchNorm1d, Linear, Module, ModuleList, ReLU, Sequential
 
-from torch_geometric.nn import MLP, PointNetConv, global_max_pool
+from torch_geometric.nn import MLP, PointNetConv
 
 from ..ops import fps, radius, radius_padded
-from ._dense import check_grouping, dense_point_conv, supports_dense
+from ._dense import check_grouping, dense_point_conv, global_max_pool_for, supports_dense
 from ._inputs import unpack_cloud_batch
 
 __all__ = ["SAModule", "MSGSAModule", "GlobalSAModule", "PointNet2", "PointNet2MSG"]
@@ -138,16 +138,20 @@ class GlobalSAModule(Module):
 
     Args:
         nn (torch.nn.Module): The shared MLP, ``in_channels + 3 -> out``.
+        grouping (str): ``"dense"`` (default: the max per cloud as a max over
+            a padded block, :func:`~pointcmt_pyg.models._dense.dense_global_max_pool`)
+            or ``"message_passing"`` (PyG's ``global_max_pool``, the reference).
     """
 
-    def __init__(self, nn: Module) -> None:
+    def __init__(self, nn: Module, grouping: str = "dense") -> None:
         super().__init__()
         self.nn = nn
+        self.grouping = check_grouping(grouping)
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor,
                 num_clouds: Optional[int] = None) -> Tuple[Tensor, Tensor, Tensor]:
         x = self.nn(torch.cat([x, pos], dim=1))
-        x = global_max_pool(x, batch, size=num_clouds)
+        x = global_max_pool_for(self.grouping)(x, batch, size=num_clouds)
         pos = pos.new_zeros((x.shape[0], 3))
         batch = torch.arange(x.shape[0], device=batch.device)
         return x, pos, batch
@@ -207,7 +211,7 @@ class PointNet2(Module):
                                    grouping)
         self.sa2_module = SAModule(0.25, 0.4, MLP([128 + 3, 128, 128, 256]), max_num_neighbors,
                                    grouping)
-        self.sa3_module = GlobalSAModule(MLP([256 + 3, 256, 512, self.feat_dim]))
+        self.sa3_module = GlobalSAModule(MLP([256 + 3, 256, 512, self.feat_dim]), grouping)
         self.mlp = MLP([self.feat_dim, 512, 256, num_classes], dropout=dropout, norm=None)
 
     def features(self, data: Any) -> Tensor:
@@ -276,7 +280,7 @@ class PointNet2MSG(Module):
             0.25, (0.2, 0.4, 0.8), (32, 64, 128),
             [_shared_mlp([c_in, 64, 64, 128]), _shared_mlp([c_in, 128, 128, 256]),
              _shared_mlp([c_in, 128, 128, 256])], grouping)
-        self.sa3_module = GlobalSAModule(_shared_mlp([128 + 256 + 256 + 3, 256, 512, 1024]))
+        self.sa3_module = GlobalSAModule(_shared_mlp([128 + 256 + 256 + 3, 256, 512, 1024]), grouping)
         self.fc = Sequential(Linear(1024, self.feat_dim, bias=False), BatchNorm1d(self.feat_dim), ReLU())
         self.mlp = Linear(self.feat_dim, num_classes)
 
