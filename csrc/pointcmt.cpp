@@ -52,6 +52,16 @@ TORCH_LIBRARY(pointcmt, m) {
   //          prices as dual variables).
   m.def("emd(Tensor x, Tensor y, float eps, int max_iters) -> (Tensor, Tensor, Tensor)");
 
+  // Max over the middle axis of a padded block (M, W, C), W >= 1 (the dense
+  // students' max over neighbour slots). Returns (values (M, C), slot (M, C)
+  // int64): the first w reaching the maximum; a NaN wins (the first NaN), as
+  // in torch.max.
+  m.def("slot_max(Tensor block) -> (Tensor, Tensor)");
+
+  // The backward of slot_max: (M, width, C), grad[m, c] at w == slot[m, c]
+  // and 0 elsewhere.
+  m.def("slot_max_backward(Tensor grad, Tensor slot, int width) -> Tensor");
+
   // Not a point op: the Python wrappers call it around their own torch ops
   // (argument checks, edge construction) so that those run on one thread,
   // as explained in cpu/parallel.h (serial_torch_ops). enter=False undoes

@@ -321,3 +321,60 @@ def test_device_emd_matches_the_emulator(emu, dtype, n, dim, near):
     device = torch.ops.pointcmt.emd(*_cuda(x, y), 1e-3, 100000)
     for a, b in zip(device, emulated):
         assert torch.equal(a.cpu(), b)
+
+
+def _slot_blocks(dtype):
+    """Blocks [M, W, C] for slot_max: random values, -inf padding, ties on a
+    coarse lattice, NaNs, and more elements than one thread block."""
+    g = torch.Generator().manual_seed(5)
+    random = torch.randn(37, 20, 64, generator=g, dtype=torch.float64).to(dtype)
+    padded = random.clone()
+    padded[:, 13:] = float("-inf")
+    ties = torch.randint(0, 3, (50, 9, 7), generator=g).to(dtype)
+    nans = torch.randn(11, 6, 5, generator=g, dtype=torch.float64).to(dtype)
+    nans[2, 3, 1] = nans[2, 4, 1] = nans[7, 0, 4] = float("nan")
+    one_slot = torch.randn(300, 1, 3, generator=g, dtype=torch.float64).to(dtype)
+    return [random, padded, ties, nans, one_slot]
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_slot_max_on_the_emulator_matches_the_cpu_op(emu, seed, dtype):
+    suffix = "f32" if dtype == torch.float32 else "f64"
+    forward, backward = getattr(emu, f"emu_slot_max_{suffix}"), getattr(emu, f"emu_slot_max_backward_{suffix}")
+    for block in _slot_blocks(dtype):
+        m, w, c = block.shape
+        want_values, want_slot = torch.ops.pointcmt.slot_max(block)
+        values = torch.full((m, c), -7.0, dtype=dtype)
+        slot = torch.full((m, c), -7, dtype=torch.long)
+        emu.emu_set_seed(seed)
+        _check(emu, forward(_p(block), ctypes.c_int64(m), ctypes.c_int64(w), ctypes.c_int64(c), _p(values), _p(slot)))
+        assert torch.equal(slot, want_slot)
+        torch.testing.assert_close(values, want_values, rtol=0, atol=0, equal_nan=True)
+        grad = torch.randn(m, c, dtype=dtype)
+        want = torch.ops.pointcmt.slot_max_backward(grad, want_slot, w)
+        got = torch.full((m, w, c), -7.0, dtype=dtype)
+        _check(emu, backward(_p(grad), _p(want_slot), ctypes.c_int64(m), ctypes.c_int64(w), ctypes.c_int64(c),
+                             _p(got)))
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_device_slot_max_matches_the_emulator(emu, dtype):
+    if not _cuda_kernels("slot_max"):
+        pytest.skip("needs a GPU and the compiled CUDA kernels")
+    suffix = "f32" if dtype == torch.float32 else "f64"
+    for block in _slot_blocks(dtype):
+        m, w, c = block.shape
+        values = torch.empty((m, c), dtype=dtype)
+        slot = torch.empty((m, c), dtype=torch.long)
+        emu.emu_set_seed(0)
+        _check(emu, getattr(emu, f"emu_slot_max_{suffix}")(_p(block), ctypes.c_int64(m), ctypes.c_int64(w),
+                                                            ctypes.c_int64(c), _p(values), _p(slot)))
+        device_values, device_slot = torch.ops.pointcmt.slot_max(block.cuda())
+        assert torch.equal(device_slot.cpu(), slot)
+        torch.testing.assert_close(device_values.cpu(), values, rtol=0, atol=0, equal_nan=True)
+        grad = torch.randn(m, c, dtype=dtype)
+        device_grad = torch.ops.pointcmt.slot_max_backward(grad.cuda(), slot.cuda(), w)
+        want = torch.ops.pointcmt.slot_max_backward(grad, slot, w)
+        assert torch.equal(device_grad.cpu(), want)

@@ -16,7 +16,8 @@ here. This path:
 2. runs the rest of the MLP on the same edge rows as PyG (so batch norm sees
    exactly the same values and statistics);
 3. writes the edge outputs into the padded ``[centres, K, C]`` block of the
-   neighbour search (empty slots ``-inf``) and takes ``max`` over ``K``; its
+   neighbour search (empty slots ``-inf``) and takes ``max`` over ``K``
+   (:func:`pointcmt_pyg.ops.slot_max`: the max and its slot in one pass); its
    backward sends each gradient to the first maximal slot. PyG's ``amax``
    splits the gradient evenly between exactly equal maxima; the parameters'
    gradients are the same either way (tied edges have identical inputs), and
@@ -37,6 +38,8 @@ from torch import Tensor
 from torch.nn import Identity, Module, ReLU
 
 from torch_geometric.nn import MLP, global_max_pool
+
+from ..ops.slot_max import slot_max, slot_max_backward
 
 __all__ = ["supports_dense", "mlp_after_first_linear", "split_first_linear",
            "slot_edges", "max_over_slots", "dense_point_conv", "dense_edge_conv",
@@ -111,9 +114,10 @@ def slot_edges(slots: Tensor) -> Tuple[Tensor, Tensor, Optional[Tensor], int]:
 
 
 class _SlotMax(torch.autograd.Function):
-    """Max over the slots of every centre; the backward scatters each
-    gradient straight to the edge that won (no ``[M, K, C]`` zeros, no
-    gather of the padded block's gradient)."""
+    """Max over the slots of every centre (``pointcmt::slot_max``: the max and
+    its slot in one pass); the backward writes the block's gradient in one
+    pass (``pointcmt::slot_max_backward``) and, for a padded block, keeps the
+    rows of the real edges. No ``[M, K, C]`` zero fill, no scatter."""
 
     @staticmethod
     def forward(ctx, edge_out: Tensor, num_centres: int, width: int,  # type: ignore[override]
@@ -125,31 +129,25 @@ class _SlotMax(torch.autograd.Function):
             block = edge_out.new_full((num_centres * width, channels), float("-inf"))
             block.index_put_((flat,), edge_out)
             block = block.view(num_centres, width, channels)
-        values, slot = block.max(dim=1)                                  # [M, C] each
-        winner = slot + (torch.arange(num_centres, device=slot.device) * width).view(-1, 1)
+        values, slot = slot_max(block)                                   # [M, C] each
         if flat is not None:
-            edge_of_slot = torch.full((num_centres * width,), -1, dtype=torch.long,
-                                      device=slot.device)
-            edge_of_slot[flat] = torch.arange(flat.numel(), device=slot.device)
-            winner = edge_of_slot[winner]
-            empty = winner < 0             # a centre without neighbours: 0, as in PyG
-            if bool(empty.any()):
-                values = values.masked_fill(empty, 0.0)
-                winner = winner.clamp(min=0)
-                ctx.empty = empty
-        ctx.save_for_backward(winner)
-        ctx.num_edges = edge_out.shape[0]
+            # Neighbours are left-packed: a centre has an edge iff its slot 0 does.
+            has_edge = torch.zeros(num_centres, dtype=torch.bool, device=flat.device)
+            has_edge[flat[flat % width == 0] // width] = True
+            if not bool(has_edge.all()):      # a centre without neighbours: 0, as in PyG
+                values = values.masked_fill(~has_edge.unsqueeze(1), 0.0)
+        ctx.save_for_backward(slot, flat)
+        ctx.width = width
         return values
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (winner,) = ctx.saved_tensors
-        empty = getattr(ctx, "empty", None)
-        if empty is not None:
-            grad = grad.masked_fill(empty, 0.0)
-        grad_edges = grad.new_zeros((ctx.num_edges, grad.shape[1]))
-        grad_edges.scatter_add_(0, winner, grad)
+        slot, flat = ctx.saved_tensors
+        grad_block = slot_max_backward(grad, slot, ctx.width)           # [M, W, C]
+        grad_edges = grad_block.view(-1, grad.shape[1])
+        if flat is not None:                  # padded slots (and empty centres) drop out
+            grad_edges = grad_edges.index_select(0, flat)
         return grad_edges, None, None, None
 
 

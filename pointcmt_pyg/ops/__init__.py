@@ -11,6 +11,7 @@ from .fps import fps, fps_dense
 from .knn import knn, knn_dense, knn_graph, knn_padded
 from .radius import radius, radius_graph, radius_padded
 from .emd import emd, emd_loss
+from .slot_max import slot_max
 
 __all__ = [
     "backend",
@@ -28,4 +29,5 @@ __all__ = [
     "radius_padded",
     "emd",
     "emd_loss",
+    "slot_max",
 ]

@@ -26,6 +26,8 @@ SCHEMAS: Dict[str, str] = {
     "knn": "knn(Tensor x, Tensor y, Tensor ptr_x, Tensor ptr_y, int k, bool cosine) -> (Tensor, Tensor)",
     "radius": "radius(Tensor x, Tensor y, Tensor ptr_x, Tensor ptr_y, float r, int max_num_neighbors) -> Tensor",
     "emd": "emd(Tensor x, Tensor y, float eps, int max_iters) -> (Tensor, Tensor, Tensor)",
+    "slot_max": "slot_max(Tensor block) -> (Tensor, Tensor)",
+    "slot_max_backward": "slot_max_backward(Tensor grad, Tensor slot, int width) -> Tensor",
 }
 
 #: Ops of the extension that are not point ops (no CUDA kernel, no reference):

@@ -7,6 +7,7 @@
 #include "cuda/kernels/fps.cuh"
 #include "cuda/kernels/knn.cuh"
 #include "cuda/kernels/radius.cuh"
+#include "cuda/kernels/slot_max.cuh"
 
 #include <string>
 #include <vector>
@@ -73,6 +74,20 @@ int emd(const scalar_t* x, const scalar_t* y, int64_t B, int64_t n, int64_t dim,
   });
 }
 
+template <typename scalar_t>
+int slot_max(const scalar_t* block, int64_t m, int64_t w, int64_t c, scalar_t* values, int64_t* slot) {
+  return guarded([&] {
+    pointcmt::cuda::slot_max_kernels::launch_forward<scalar_t>(block, m, w, c, values, slot, nullptr);
+  });
+}
+
+template <typename scalar_t>
+int slot_max_backward(const scalar_t* grad, const int64_t* slot, int64_t m, int64_t w, int64_t c, scalar_t* out) {
+  return guarded([&] {
+    pointcmt::cuda::slot_max_kernels::launch_backward<scalar_t>(grad, slot, m, w, c, out, nullptr);
+  });
+}
+
 }  // namespace
 
 extern "C" {
@@ -112,6 +127,20 @@ int emu_emd_f32(const float* x, const float* y, int64_t b, int64_t n, int64_t d,
 int emu_emd_f64(const double* x, const double* y, int64_t b, int64_t n, int64_t d, double eps, int64_t max_iters,
                 double* dist, int64_t* assign, double* gap) {
   return emd<double>(x, y, b, n, d, eps, max_iters, dist, assign, gap);
+}
+
+int emu_slot_max_f32(const float* block, int64_t m, int64_t w, int64_t c, float* values, int64_t* slot) {
+  return slot_max<float>(block, m, w, c, values, slot);
+}
+int emu_slot_max_f64(const double* block, int64_t m, int64_t w, int64_t c, double* values, int64_t* slot) {
+  return slot_max<double>(block, m, w, c, values, slot);
+}
+int emu_slot_max_backward_f32(const float* grad, const int64_t* slot, int64_t m, int64_t w, int64_t c, float* out) {
+  return slot_max_backward<float>(grad, slot, m, w, c, out);
+}
+int emu_slot_max_backward_f64(const double* grad, const int64_t* slot, int64_t m, int64_t w, int64_t c,
+                              double* out) {
+  return slot_max_backward<double>(grad, slot, m, w, c, out);
 }
 
 }  // extern "C"
