@@ -62,6 +62,15 @@ TORCH_LIBRARY(pointcmt, m) {
   // and 0 elsewhere.
   m.def("slot_max_backward(Tensor grad, Tensor slot, int width) -> Tensor");
 
+  // Max over the gathered rows values[slots[m, k]] (k with slots[m, k] >= 0)
+  // of each centre m: the dense EdgeConv whose MLP is one linear layer,
+  // max_j (a_i + b_j) = a_i + max_j b_j, without the (M, K, C) block.
+  // values (N, C), slots (M, K) int64 in [-1, N). Returns (out (M, C), arg
+  // (M, C) int64): the row of values reaching the maximum, from the first
+  // slot that does (a NaN wins, the first NaN, as in torch.max); a centre
+  // without any valid slot gets out 0 and arg -1.
+  m.def("gather_max(Tensor values, Tensor slots) -> (Tensor, Tensor)");
+
   // Not a point op: the Python wrappers call it around their own torch ops
   // (argument checks, edge construction) so that those run on one thread,
   // as explained in cpu/parallel.h (serial_torch_ops). enter=False undoes

@@ -378,3 +378,53 @@ def test_device_slot_max_matches_the_emulator(emu, dtype):
         device_grad = torch.ops.pointcmt.slot_max_backward(grad.cuda(), slot.cuda(), w)
         want = torch.ops.pointcmt.slot_max_backward(grad, slot, w)
         assert torch.equal(device_grad.cpu(), want)
+
+
+def _gather_cases(dtype):
+    """(values [N, C], slots [M, K]) for gather_max: random rows, empty slots
+    anywhere, a centre without a slot, ties on a coarse lattice, NaN and -inf,
+    and more (centre, channel) pairs than one thread block."""
+    g = torch.Generator().manual_seed(6)
+    values = torch.randn(200, 64, generator=g, dtype=torch.float64).to(dtype)
+    slots = torch.randint(0, 200, (37, 20), generator=g)
+    holes = slots.clone()
+    holes[torch.rand(holes.shape, generator=g) < 0.3] = -1
+    holes[4] = -1
+    ties = torch.randint(0, 3, (30, 7), generator=g).to(dtype)
+    nans = torch.randn(11, 5, generator=g, dtype=torch.float64).to(dtype)
+    nans[2, 1] = nans[6, 1] = nans[7, 4] = float("nan")
+    nans[3, 0] = float("-inf")
+    return [(values, slots), (values, holes), (ties, torch.randint(0, 30, (50, 9), generator=g)),
+            (nans, torch.randint(-1, 11, (40, 6), generator=g)), (values, slots[:, :1].contiguous())]
+
+
+def _run_gather_max(emu, values, slots, seed):
+    suffix = "f32" if values.dtype == torch.float32 else "f64"
+    (n, c), (m, k) = values.shape, slots.shape
+    out = torch.full((m, c), -7.0, dtype=values.dtype)
+    arg = torch.full((m, c), -7, dtype=torch.long)
+    emu.emu_set_seed(seed)
+    _check(emu, getattr(emu, f"emu_gather_max_{suffix}")(_p(values), _p(slots), ctypes.c_int64(m),
+                                                          ctypes.c_int64(k), ctypes.c_int64(c), _p(out), _p(arg)))
+    return out, arg
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_gather_max_on_the_emulator_matches_the_cpu_op(emu, seed, dtype):
+    for values, slots in _gather_cases(dtype):
+        want_out, want_arg = torch.ops.pointcmt.gather_max(values, slots)
+        out, arg = _run_gather_max(emu, values, slots, seed)
+        assert torch.equal(arg, want_arg)
+        torch.testing.assert_close(out, want_out, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_device_gather_max_matches_the_emulator(emu, dtype):
+    if not _cuda_kernels("gather_max"):
+        pytest.skip("needs a GPU and the compiled CUDA kernels")
+    for values, slots in _gather_cases(dtype):
+        out, arg = _run_gather_max(emu, values, slots, 0)
+        device_out, device_arg = torch.ops.pointcmt.gather_max(values.cuda(), slots.cuda())
+        assert torch.equal(device_arg.cpu(), arg)
+        torch.testing.assert_close(device_out.cpu(), out, rtol=0, atol=0, equal_nan=True)

@@ -12,6 +12,7 @@ from .knn import knn, knn_dense, knn_graph, knn_padded
 from .radius import radius, radius_graph, radius_padded
 from .emd import emd, emd_loss
 from .slot_max import slot_max
+from .gather_max import gather_max
 
 __all__ = [
     "backend",
@@ -30,4 +31,5 @@ __all__ = [
     "emd",
     "emd_loss",
     "slot_max",
+    "gather_max",
 ]

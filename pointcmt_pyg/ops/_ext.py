@@ -28,6 +28,7 @@ SCHEMAS: Dict[str, str] = {
     "emd": "emd(Tensor x, Tensor y, float eps, int max_iters) -> (Tensor, Tensor, Tensor)",
     "slot_max": "slot_max(Tensor block) -> (Tensor, Tensor)",
     "slot_max_backward": "slot_max_backward(Tensor grad, Tensor slot, int width) -> Tensor",
+    "gather_max": "gather_max(Tensor values, Tensor slots) -> (Tensor, Tensor)",
 }
 
 #: Ops of the extension that are not point ops (no CUDA kernel, no reference):

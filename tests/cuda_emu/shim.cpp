@@ -5,6 +5,7 @@
 
 #include "cuda/kernels/emd.cuh"
 #include "cuda/kernels/fps.cuh"
+#include "cuda/kernels/gather_max.cuh"
 #include "cuda/kernels/knn.cuh"
 #include "cuda/kernels/radius.cuh"
 #include "cuda/kernels/slot_max.cuh"
@@ -88,6 +89,14 @@ int slot_max_backward(const scalar_t* grad, const int64_t* slot, int64_t m, int6
   });
 }
 
+template <typename scalar_t>
+int gather_max(const scalar_t* values, const int64_t* slots, int64_t m, int64_t k, int64_t c, scalar_t* out,
+               int64_t* arg) {
+  return guarded([&] {
+    pointcmt::cuda::gather_max_kernels::launch_forward<scalar_t>(values, slots, m, k, c, out, arg, nullptr);
+  });
+}
+
 }  // namespace
 
 extern "C" {
@@ -141,6 +150,15 @@ int emu_slot_max_backward_f32(const float* grad, const int64_t* slot, int64_t m,
 int emu_slot_max_backward_f64(const double* grad, const int64_t* slot, int64_t m, int64_t w, int64_t c,
                               double* out) {
   return slot_max_backward<double>(grad, slot, m, w, c, out);
+}
+
+int emu_gather_max_f32(const float* values, const int64_t* slots, int64_t m, int64_t k, int64_t c, float* out,
+                       int64_t* arg) {
+  return gather_max<float>(values, slots, m, k, c, out, arg);
+}
+int emu_gather_max_f64(const double* values, const int64_t* slots, int64_t m, int64_t k, int64_t c, double* out,
+                       int64_t* arg) {
+  return gather_max<double>(values, slots, m, k, c, out, arg);
 }
 
 }  // extern "C"
