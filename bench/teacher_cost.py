@@ -9,7 +9,9 @@ variant to ``<root>/teacher_cost.jsonl``.
 
 A variant is ``name`` or ``name:key=value,...`` over ``PipelineConfig``
 fields (``num_views``, ``image_size``, ``teacher_augment``, ``backbone``,
-``precision``, ``teacher_epochs``, ``teacher_lr``, ``teacher_batch_size``...).
+``precision``, ``teacher_epochs``, ``teacher_lr``, ``teacher_batch_size``,
+``view_channels``...); several view channels are joined by ``+``
+(``view_channels=depth+shading``).
 Views are rendered once per view setting into ``<root>/views`` (or
 ``--views``) before training, and that time is reported apart
 (``render_seconds``). Selection is on the validation carve only; the test
@@ -51,7 +53,7 @@ def parse_variant(spec: str) -> Tuple[str, Dict[str, Any]]:
         elif isinstance(default, float):
             overrides[key] = float(value)
         else:
-            overrides[key] = value
+            overrides[key] = value.replace("+", ",") if key == "view_channels" else value
     return name, overrides
 
 
@@ -77,13 +79,14 @@ def epoch_times(root: Path, row: Dict[str, Any]) -> List[float]:
 def print_table(root: Path, rows: List[Dict[str, Any]]) -> None:
     """The markdown table; s/epoch is the median epoch (robust to a pause)."""
     import statistics
-    print("| variant | views | px | augment | precision | epochs | val OA | test OA (once) "
+    print("| variant | views | px | holds | augment | precision | epochs | val OA | test OA (once) "
           "| s/epoch (median) | render s |")
-    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         c = r["config"]
         test = r["test"]["oa"] * 100 if r.get("test") else float("nan")
         print(f"| {r['name']} | {c['num_views']} | {c['image_size']} | "
+              f"{c.get('view_channels', 'depth')} | "
               f"{'yes' if c['teacher_augment'] else 'no'} | {c['precision']} | "
               f"{c['teacher_epochs']} | {r['val']['oa'] * 100:.2f} | {test:.2f} | "
               f"{statistics.median(epoch_times(root, r)):.0f} | {r['render_seconds']:.0f} |")

@@ -126,6 +126,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                    help="rendered views per shape (default: %(default)s)")
     p.add_argument("--image-size", type=int, default=d.image_size,
                    help="view size in pixels (default: %(default)s)")
+    p.add_argument("--view-channels", default=d.view_channels,
+                   help="what a view holds, comma-separated: depth, mask (silhouette), shading, "
+                        "normal (3 planes); from meshes where there are meshes, else from the "
+                        "points (default: %(default)s)")
     p.add_argument("--up", type=int, choices=(0, 1, 2), default=d.up,
                    help="up axis of the shapes for the cameras: 2 = z (ModelNet .off), "
                         "1 = y (ScanObjectNN, ModelNet normal_resampled) (default: %(default)s)")
@@ -303,6 +307,8 @@ def _add_view_arguments(p: argparse.ArgumentParser, d: Any, from_teacher: bool =
         g.add_argument("--up", type=int, choices=(0, 1, 2), default=None,
                        help=f"up axis of the shapes for the cameras (default: the teacher's, "
                             f"else {d.up})")
+        g.add_argument("--view-channels", default=None,
+                       help=f"what a view holds (default: the teacher's, else {d.view_channels})")
     else:
         g.add_argument("--num-views", type=int, default=d.num_views, help="views per shape")
         g.add_argument("--image-size", type=int, default=d.image_size,
@@ -310,6 +316,9 @@ def _add_view_arguments(p: argparse.ArgumentParser, d: Any, from_teacher: bool =
         g.add_argument("--up", type=int, choices=(0, 1, 2), default=d.up,
                        help="up axis of the shapes for the cameras: 2 = z (ModelNet .off), "
                             "1 = y (ScanObjectNN, ModelNet normal_resampled)")
+        g.add_argument("--view-channels", default=d.view_channels,
+                       help="what a view holds, comma-separated: depth, mask (silhouette), "
+                            "shading, normal (3 planes)")
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, d: Any, resume: bool = True) -> None:
@@ -513,6 +522,7 @@ def _labels(dataset: Any) -> Any:
 # ------------------------------------------------------------- train-teacher
 def _cmd_train_teacher(args: argparse.Namespace) -> int:
     from .nn import MultiViewTeacher
+    from .pipeline import num_view_planes
     from .train import seed_everything, train_teacher
     cfg = _config(args, teacher_epochs=args.epochs, teacher_batch_size=args.batch_size,
                   teacher_lr=args.lr)
@@ -529,7 +539,8 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     _log_resume(args, out)
     seed_everything(cfg.seed)
     with _inputs():
-        teacher = MultiViewTeacher(len(classes), backbone=cfg.backbone, in_channels=1)
+        teacher = MultiViewTeacher(len(classes), backbone=cfg.backbone,
+                                   in_channels=num_view_planes(cfg))
     res = train_teacher(teacher, _with_transform(train, transform),
                         _with_transform(val, transform), epochs=cfg.teacher_epochs,
                         batch_size=cfg.teacher_batch_size, lr=cfg.teacher_lr, out_dir=out,
@@ -538,7 +549,7 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
                         precision=cfg.precision)
     _write_json(out / "teacher_config.json",
                 {"num_views": cfg.num_views, "image_size": cfg.image_size, "up": cfg.up,
-                 "views": str(views.resolve()), "backbone": cfg.backbone, "data": cfg.data,
+                 "view_channels": cfg.view_channels, "views": str(views.resolve()), "backbone": cfg.backbone, "data": cfg.data,
                  "classes": classes, "val_oa": res.history.best_metric,
                  "best_epoch": res.history.best_epoch})
     _log(f"teacher: val OA {_pct(res.history.best_metric)} (epoch {res.history.best_epoch}) "
@@ -553,7 +564,7 @@ def _cmd_cache_features(args: argparse.Namespace) -> int:
     teacher = _load_teacher(teacher_path)
     saved = _read_json(teacher_path.parent / "teacher_config.json")
     overrides = {k: getattr(args, k) if getattr(args, k) is not None else saved.get(k)
-                 for k in ("num_views", "image_size", "up")}
+                 for k in ("num_views", "image_size", "up", "view_channels")}
     cfg = _config(args, **overrides)
     device = _device(args.device)
     train, _, classes, desc = _load_data(cfg, for_teacher=True)
@@ -567,7 +578,8 @@ def _cmd_cache_features(args: argparse.Namespace) -> int:
         teacher, _with_transform(train, _view_transform(cfg, views)),
         batch_size=args.batch_size, device=device, progress=cfg.progress,
         metadata={"teacher": str(teacher_path), "num_views": cfg.num_views,
-                  "image_size": cfg.image_size, "up": cfg.up, "data": cfg.data})
+                  "image_size": cfg.image_size, "up": cfg.up,
+                  "view_channels": cfg.view_channels, "data": cfg.data})
     cache.save(out)
     _log(f"{len(cache)} features of size {cache.feat_dim} -> {out}")
     return 0

@@ -86,6 +86,12 @@ class PipelineConfig:
             synthetic data (more steps on a small set), ``32`` otherwise.
         lr (float): Student learning rate (AdamW, cosine schedule).
         num_views, image_size, backbone: Teacher views and ResNet.
+        view_channels (str): What a view holds, comma-separated names from
+            :data:`pointcmt_pyg.render.CHANNELS`: ``"depth"`` (default),
+            ``"mask"`` (silhouette), ``"shading"`` (Lambertian, light at the
+            camera) or ``"normal"`` (three planes), e.g. ``"depth,shading"``.
+            From meshes where samples have them, else from the points (PCA
+            normals). The teacher takes one input plane per channel.
         teacher_points (int, optional): Points the teacher's views are
             projected from when a sample has no mesh. ``None`` (default):
             every point the file stores (ModelNet10 ``.pcd``: 1,024), so the
@@ -157,6 +163,7 @@ class PipelineConfig:
     teacher_lr: float = 1e-3
     num_views: int = 6
     image_size: int = 64
+    view_channels: str = "depth"
     backbone: str = "resnet18"
     teacher_points: Optional[int] = None
     teacher_augment: bool = False
@@ -215,6 +222,8 @@ class PipelineConfig:
             keys += STAGE_SETTINGS["pointcmt"]
         if self.precision != "32":   # recorded only when used: float32 runs keep their settings
             keys.append("precision")
+        if self.view_channels != "depth" and stage in ("teacher", "cmpg", "pointcmt"):
+            keys.append("view_channels")   # likewise: depth-view runs keep their settings
         if self.select != "val_oa" and stage in ("baseline", "baseline_ft", "pointcmt"):
             keys.append("select")    # likewise: runs selected on val_oa keep their settings
         return {k: getattr(self, k) for k in keys}
@@ -239,6 +248,7 @@ class PipelineConfig:
         from .train.trainer import PRECISIONS
         if cfg.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
+        view_channel_names(cfg)      # raises, naming view_channels
         if cfg.select not in STUDENT_SELECT:
             raise ValueError(f"select must be one of {STUDENT_SELECT}, got {cfg.select!r}")
         if cfg.finetune_epochs is None:
@@ -436,6 +446,24 @@ def _is_point_folder(cfg: PipelineConfig) -> bool:
     return root.is_dir() and not _is_modelnet_off(root)
 
 
+def view_channel_names(cfg: PipelineConfig) -> Tuple[str, ...]:
+    r"""``cfg.view_channels`` as a tuple of channel names (checked)."""
+    from .render.points import CHANNELS, _check_channels
+    value = cfg.view_channels
+    names = tuple(n.strip() for n in value.split(",")) if isinstance(value, str) else value
+    try:
+        return _check_channels(names)
+    except ValueError:
+        raise ValueError(f"view_channels must be comma-separated names from {tuple(CHANNELS)} "
+                         f"without repeats, got {value!r}") from None
+
+
+def num_view_planes(cfg: PipelineConfig) -> int:
+    r"""Input planes of the teacher for ``cfg.view_channels`` (``"normal"`` is three)."""
+    from .render.points import CHANNELS
+    return sum(CHANNELS[name] for name in view_channel_names(cfg))
+
+
 def teacher_transforms(cfg: PipelineConfig, out: Optional[Path] = None,
                        cache_dir: Optional[Path] = None) -> BaseTransform:
     r"""Views for the teacher: meshes when the sample has one, else the points;
@@ -443,7 +471,8 @@ def teacher_transforms(cfg: PipelineConfig, out: Optional[Path] = None,
     from .render import RenderViews
     if cache_dir is None and out is not None:
         cache_dir = Path(out) / "views"
-    return Compose([RenderViews(cfg.num_views, cfg.image_size, up=cfg.up, cache_dir=cache_dir),
+    return Compose([RenderViews(cfg.num_views, cfg.image_size, up=cfg.up, cache_dir=cache_dir,
+                                channels=view_channel_names(cfg)),
                     DropAttributes(), NormalizeScale()])
 
 
@@ -957,10 +986,12 @@ def _stage_teacher(cfg: PipelineConfig, data: Any, train: Any, val: Any, test: A
         log(f"teacher: reusing {stage_dir / 'teacher.pt'}")
     else:
         common["resume"] = _start_stage(stage_dir, settings, cfg.resume, main, log)
-        log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px, "
+        log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px"
+            f"{'' if cfg.view_channels == 'depth' else ' holding ' + cfg.view_channels}, "
             f"{cfg.teacher_epochs} epochs)")
         seed_everything(cfg.seed)
-        teacher = MultiViewTeacher(num_classes, backbone=cfg.backbone, in_channels=1)
+        teacher = MultiViewTeacher(num_classes, backbone=cfg.backbone,
+                                   in_channels=num_view_planes(cfg))
         res = train_teacher(teacher, train_v, val_v, epochs=cfg.teacher_epochs,
                             batch_size=cfg.teacher_batch_size, lr=cfg.teacher_lr,
                             augment=cfg.teacher_augment, out_dir=stage_dir, **common)

@@ -311,6 +311,21 @@ def test_teacher_stage_alone_is_the_pipelines_stage_one(tiny_run, tmp_path):
         assert torch.equal(ours["model"][name], tensor), name
 
 
+def test_teacher_cost_variants_are_typed_and_join_view_channels_with_plus():
+    import importlib.util
+    from pathlib import Path as _Path
+    path = _Path(__file__).resolve().parents[1] / "bench" / "teacher_cost.py"
+    spec = importlib.util.spec_from_file_location("teacher_cost", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    name, over = module.parse_variant("shade:view_channels=depth+shading,num_views=12,precision=bf16")
+    assert name == "shade" and over == {"view_channels": "depth,shading", "num_views": 12,
+                                        "precision": "bf16"}
+    PipelineConfig(**over).resolved()                     # a valid configuration
+    with pytest.raises(ValueError, match="not key=value"):
+        module.parse_variant("x:colour=red")
+
+
 def test_baseline_only_run_trains_no_teacher_and_matches_the_full_runs_baseline(tiny_run, tmp_path):
     # stages=("baseline",) (the CLI's --only baseline) needs no images: stages I and II
     # are skipped, and the plain student is the very one the full run trained.

@@ -374,8 +374,6 @@ def test_render_views_cache_hit_is_identical_and_changed_config_misses(tmp_path)
 def test_render_views_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="sample_id"):
         RenderViews(image_size=8, cache_dir=tmp_path)(Data(pos=torch.rand(5, 3)))
-    with pytest.raises(ValueError, match="has no mesh and point clouds render only"):
-        RenderViews(image_size=8, channels=("shading",))(_cloud_data())
     with pytest.raises(ValueError, match="needs data.mesh_pos"):
         RenderViews(image_size=8, source="mesh")(_cloud_data())
     with pytest.raises(ValueError, match="source must be one of"):

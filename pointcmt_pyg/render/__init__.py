@@ -1,7 +1,8 @@
 r"""View rendering for PointCMT's image teacher (`paper <https://arxiv.org/abs/2210.04208>`_).
 
 * :func:`render_points` / :class:`PointRenderer`: batched point clouds to
-  depth images (orthographic projection, z-buffer by scatter-min), pure torch.
+  depth, silhouette and shaded images (orthographic projection, z-buffer by
+  scatter-min, PCA normals), pure torch.
 * :func:`render_mesh`: triangle meshes to depth / shaded-normal images with
   open3d's headless ``RaycastingScene`` (no OpenGL).
 * :func:`save_montage`: a PNG of one shape's views, to look at what the teacher sees.
@@ -11,8 +12,8 @@ r"""View rendering for PointCMT's image teacher (`paper <https://arxiv.org/abs/2
   (:meth:`RenderViews.prerender` fills it in batches).
 """
 from .cameras import LAYOUTS, camera_directions, view_frames
-from .points import PointRenderer, render_points
-from .mesh import CHANNELS, MeshRenderer, read_off, render_mesh
+from .points import CHANNELS, PointRenderer, estimate_normals, render_points
+from .mesh import MeshRenderer, read_off, render_mesh
 from .montage import save_montage
 from .cache import ViewStore, decode_views, encode_views
 from .transforms import RenderViews
@@ -23,6 +24,7 @@ __all__ = [
     "view_frames",
     "PointRenderer",
     "render_points",
+    "estimate_normals",
     "CHANNELS",
     "MeshRenderer",
     "render_mesh",

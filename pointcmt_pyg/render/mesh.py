@@ -28,11 +28,10 @@ import torch
 from torch import Tensor
 
 from .cameras import _check_int, camera_directions, pixel_value_from_depth, view_frames
-from .points import ImageSize, _image_hw
+from .points import CHANNELS, ImageSize, _check_channels, _image_hw
 
 __all__ = ["CHANNELS", "MeshRenderer", "render_mesh", "read_off"]
 
-CHANNELS = {"depth": 1, "shading": 1, "normal": 3, "mask": 1}
 
 
 def read_off(path: Union[str, os.PathLike]) -> Tuple[Tensor, Tensor]:
@@ -109,12 +108,7 @@ class MeshRenderer:
                  layout: str = "auto", up: int = 2, padding: float = 0.05,
                  normalize: bool = True, num_threads: int = 0) -> None:
         self.image_size = _image_hw(image_size)
-        if isinstance(channels, str):
-            channels = (channels,)
-        channels = tuple(channels)
-        if not channels or any(c not in CHANNELS for c in channels):
-            raise ValueError(f"channels must be a non-empty sequence of names from "
-                             f"{tuple(CHANNELS)}, got {channels!r}")
+        channels = _check_channels(channels)
         if not isinstance(normalize, bool):
             raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
         _check_int("num_threads", num_threads, minimum=0)

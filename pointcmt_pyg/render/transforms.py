@@ -22,7 +22,7 @@ from torch_geometric.transforms import BaseTransform
 
 from .cache import VIEW_ENCODING, ViewStore, decode_views, encode_views
 from .mesh import MeshRenderer
-from .points import ImageSize, PointRenderer
+from .points import ImageSize, PointRenderer, _check_channels
 
 __all__ = ["RenderViews", "SOURCES"]
 
@@ -36,8 +36,9 @@ class RenderViews(BaseTransform):
     ``mesh_face``) is ray-cast with :class:`~pointcmt_pyg.render.MeshRenderer`,
     any other sample is projected from ``pos`` with
     :class:`~pointcmt_pyg.render.PointRenderer`. Both use the same cameras and
-    the same depth encoding, so the ``"depth"`` channel means the same in both.
-    Point clouds only give ``"depth"``.
+    the same depth and shading encodings, so every channel means the same in
+    both (point clouds shade with PCA normals,
+    :func:`~pointcmt_pyg.render.estimate_normals`).
 
     Put this transform *before* random augmentation: with a cache, the views
     of a sample are rendered once (from whatever it looked like then) and
@@ -49,6 +50,8 @@ class RenderViews(BaseTransform):
         channels (sequence of str): Image channels (see
             :data:`pointcmt_pyg.render.CHANNELS`). (default: ``("depth",)``)
         splat (int): Point splat radius in pixels (point clouds only). (default: ``1``)
+        normal_k (int): Neighbours of the point clouds' PCA normals
+            (``"shading"`` and ``"normal"`` only). (default: ``16``)
         source (str): ``"auto"``, ``"points"`` (always project ``pos``) or
             ``"mesh"`` (require a mesh). (default: ``"auto"``)
         layout (str), up (int), padding (float), directions (Tensor, optional):
@@ -74,21 +77,18 @@ class RenderViews(BaseTransform):
                  channels: Sequence[str] = ("depth",), splat: int = 1, source: str = "auto",
                  layout: str = "auto", up: int = 2, padding: float = 0.05,
                  directions: Optional[Union[Tensor, Sequence[Sequence[float]]]] = None,
-                 cache_dir: Optional[Union[str, os.PathLike]] = None) -> None:
+                 cache_dir: Optional[Union[str, os.PathLike]] = None, normal_k: int = 16) -> None:
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-        if isinstance(channels, str):
-            channels = (channels,)
-        channels = tuple(channels)
-        if source == "points" and channels != ("depth",):
-            raise ValueError(f"point clouds render only channels=('depth',), got {channels!r}")
+        channels = _check_channels(channels)
         self.source, self.channels = source, channels
         self.mesh_renderer = MeshRenderer(num_views=num_views, image_size=image_size,
                                           channels=channels, directions=directions,
                                           layout=layout, up=up, padding=padding)
         self.point_renderer = PointRenderer(num_views=num_views, image_size=image_size,
                                             splat=splat, directions=directions, layout=layout,
-                                            up=up, padding=padding)
+                                            up=up, padding=padding, channels=channels,
+                                            normal_k=normal_k)
         config = {"source": source, "points": self.point_renderer.config(),
                   "mesh": self.mesh_renderer.config(), "encoding": VIEW_ENCODING}
         self.config = config
@@ -123,9 +123,6 @@ class RenderViews(BaseTransform):
         return self.point_renderer(self._points(data))[0].cpu()
 
     def _points(self, data: Data) -> Tensor:
-        if self.channels != ("depth",):
-            raise ValueError(f"sample {getattr(data, 'sample_id', '?')!r} has no mesh and point "
-                             f"clouds render only channels=('depth',), not {self.channels!r}")
         pos = getattr(data, "pos", None)
         if not isinstance(pos, Tensor):
             raise ValueError(f"RenderViews needs data.pos (sample "
