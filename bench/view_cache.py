@@ -24,6 +24,7 @@ Writes a "View cache" section to BENCHMARKS.md (``--no-write`` to skip).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -51,6 +52,9 @@ def main() -> None:
     parser.add_argument("--legacy", type=int, default=300,
                         help="shapes for the legacy per-file path (0: skip)")
     parser.add_argument("--steps", type=int, default=5, help="teacher steps timed (0: skip)")
+    parser.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16"],
+                        help="teacher step precisions, timed round robin (one step each per "
+                             "round) so that they share the machine's load (default: 32)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true")
@@ -119,21 +123,30 @@ def main() -> None:
                   f"read {legacy_read_s:.2f} s", flush=True)
 
         step_s = None
+        step_by_precision = {}
         if args.steps:
-            torch.manual_seed(0)
-            teacher = MultiViewTeacher(len(classes), backbone=cfg.backbone, in_channels=1)
-            optimizer = torch.optim.AdamW(teacher.parameters(), lr=1e-3)
             batch = next(iter(loader))
-            times = []
-            for _ in range(args.steps + 1):
-                t0 = time.perf_counter()
-                loss = torch.nn.functional.cross_entropy(teacher(batch.views), batch.y.view(-1))
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                times.append(time.perf_counter() - t0)
-            step_s = statistics.median(times[1:])
-            print(f"teacher step (B={args.batch_size}): {step_s:.2f} s", flush=True)
+            arms = {}
+            for precision in args.precision:
+                torch.manual_seed(0)
+                teacher = MultiViewTeacher(len(classes), backbone=cfg.backbone, in_channels=1)
+                arms[precision] = (teacher, torch.optim.AdamW(teacher.parameters(), lr=1e-3), [])
+            for _ in range(args.steps + 1):             # round robin; the first round is warm-up
+                for precision, (teacher, optimizer, times) in arms.items():
+                    amp = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                           else contextlib.nullcontext())
+                    t0 = time.perf_counter()
+                    with amp:
+                        loss = torch.nn.functional.cross_entropy(teacher(batch.views),
+                                                                 batch.y.view(-1))
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    times.append(time.perf_counter() - t0)
+            step_by_precision = {p: statistics.median(t[1:]) for p, (_, _, t) in arms.items()}
+            step_s = step_by_precision[args.precision[0]]
+            for p, s in step_by_precision.items():
+                print(f"teacher step (B={args.batch_size}, precision {p}): {s:.2f} s", flush=True)
 
     name = Path(args.data).name
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -142,12 +155,14 @@ def main() -> None:
         f"## View cache (stage I data path): {stamp}",
         "",
         f"`python bench/view_cache.py --data {args.data} --num-views {args.num_views} "
-        f"--image-size {args.image_size} --legacy {args.legacy} --steps {args.steps}` on "
-        f"{os.cpu_count()} cores ({cpu}), {torch.get_num_threads()} torch threads, torch "
+        f"--image-size {args.image_size} --legacy {args.legacy} --steps {args.steps}"
+        f"{' --precision ' + ' '.join(args.precision) if args.precision != ['32'] else ''}` on "
+        f"{os.cpu_count()} cores ({cpu}), {torch.get_num_threads()} torch thread(s), torch "
         f"{torch.__version__}. {desc}: {shapes} shapes, {args.num_views} depth views of "
-        f"{args.image_size} px each. The legacy rows (one render and one float32 `torch.save` per "
-        f"shape, as the cache worked before) are measured on the first {args.legacy} shapes "
-        "and projected to the whole dataset." + (f" {args.note}" if args.note else ""),
+        f"{args.image_size} px each." + (
+            f" The legacy rows (one render and one float32 `torch.save` per shape, as the cache "
+            f"worked before) are measured on the first {args.legacy} shapes and projected to the "
+            "whole dataset." if args.legacy else "") + (f" {args.note}" if args.note else ""),
         "",
         "| path | build s | shapes/s | size MB | read s/epoch (train split) |",
         "|---|---:|---:|---:|---:|",
@@ -169,12 +184,21 @@ def main() -> None:
                   f"shapes ({steps} steps) comes to about "
                   f"{steps * (step_s + read_per_batch) / 60:.1f} min (the pipeline trains on "
                   "the split minus its validation carve, so a little less)."]
+        if len(step_by_precision) > 1:
+            first = args.precision[0]
+            lines += ["", "Teacher step by precision (round robin, same batch and initial "
+                      "weights): " + "; ".join(
+                          f"{p}: {s:.2f} s ({step_by_precision[first] / s:.2f}x of {first})"
+                          for p, s in step_by_precision.items()) + "."]
     section = "\n".join(lines) + "\n"
     print(section)
     if not args.no_write:
         from ops import write_section
-        write_section(args.out, f"## View cache (stage I data path): {name}", section.replace(
-            "## View cache (stage I data path):", f"## View cache (stage I data path): {name},", 1))
+        # Runs that time several precisions keep their own section beside the cache's.
+        title = ("## View cache (stage I data path)" + (
+            " and teacher precision" if len(args.precision) > 1 else ""))
+        write_section(args.out, f"{title}: {name},", section.replace(
+            "## View cache (stage I data path):", f"{title}: {name},", 1))
 
 
 if __name__ == "__main__":
