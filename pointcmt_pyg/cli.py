@@ -710,31 +710,40 @@ def _read_weights(path: Path) -> Dict[str, Any]:
 
 def evaluate_model(model: Any, dataset: Any, num_classes: int, batch_size: int = 32,
                    device: Any = "cpu") -> Dict[str, Any]:
-    r"""OA, mAcc and the confusion matrix of ``model(batch) -> logits`` over
-    ``dataset`` (PyG ``Data`` with ``y``), in eval mode without gradients."""
+    r"""OA, mAcc, the confusion matrix and the per-sample ``correct`` flags of
+    ``model(batch) -> logits`` over ``dataset`` (PyG ``Data`` with ``y``), in
+    order, in eval mode without gradients
+    (:func:`pointcmt_pyg.pipeline.evaluate_classifier`)."""
     import torch
     from torch_geometric.loader import DataLoader
 
-    from .train import confusion_matrix, mean_class_accuracy, overall_accuracy
-    model.eval().to(device)
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    with torch.no_grad():
-        for batch in DataLoader(dataset, batch_size=batch_size):
-            batch = batch.to(device)
-            logits = model(batch)
-            logits = getattr(logits, "logits", logits)
-            conf += confusion_matrix(logits.argmax(-1).cpu(), batch.y.view(-1).cpu(),
-                                     num_classes)
-    return {"oa": overall_accuracy(conf), "macc": mean_class_accuracy(conf),
-            "num_samples": int(conf.sum()), "confusion": conf}
+    from .pipeline import evaluate_classifier
+    res = evaluate_classifier(model, DataLoader(dataset, batch_size=batch_size), device,
+                              num_classes)
+    res["confusion"] = torch.tensor(res["confusion"], dtype=torch.long)
+    return res
+
+
+def _load_student(weights: Path, model_name: Any, num_classes: int) -> Any:
+    r"""A student of ``model_name`` with the state of ``weights``, or a clear error."""
+    from .models import get_model
+    state = _read_weights(weights)
+    with _inputs():
+        model = get_model(model_name, num_classes)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        raise InputError(f"--weights {weights} do not fit --model {model_name} with "
+                         f"{num_classes} classes: {first[1].strip() if len(first) > 1 else first[0]}"
+                         ) from None
+    return model
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .models import get_model
-    from .pipeline import student_transforms
+    from .pipeline import format_paired, paired_comparison, student_transforms
     from .train import plot_confusion_matrix
     weights = Path(args.weights).expanduser()
-    state = _read_weights(weights)
     saved = _read_json(weights.parent / "student_config.json")
     name = args.model or saved.get("model")
     if not name:
@@ -755,20 +764,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         dataset = test
     else:
         dataset = _split(full_train, cfg)[1]
-    with _inputs():
-        model = get_model(cfg.model, len(classes))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()
-        raise InputError(f"--weights {weights} do not fit --model {cfg.model} with "
-                         f"{len(classes)} classes: {first[1].strip() if len(first) > 1 else first[0]}"
-                         ) from None
-    res = evaluate_model(model, _with_transform(dataset, student_transforms(False)),
-                         len(classes), batch_size=cfg.batch_size, device=device)
+    compare = Path(args.compare).expanduser() if args.compare else None
+    other_name = None
+    if compare is not None:        # checked before any evaluation runs
+        other_saved = _read_json(compare.parent / "student_config.json")
+        other_name = args.model or other_saved.get("model") or cfg.model
+        if other_saved.get("classes") and list(other_saved["classes"]) != list(classes):
+            raise InputError(f"--compare {compare} was trained on other classes than --data "
+                             f"{cfg.data!r} has")
+        other = _load_student(compare, other_name, len(classes))
+    model = _load_student(weights, cfg.model, len(classes))
+    eval_set = _with_transform(dataset, student_transforms(False))
+    res = evaluate_model(model, eval_set, len(classes), batch_size=cfg.batch_size, device=device)
     print(f"{cfg.model} ({weights}) on the {args.split} split of {desc.split(' (')[0]} "
           f"({res['num_samples']} shapes): OA {_pct(res['oa'])}  mAcc {_pct(res['macc'])}",
           flush=True)
+    if compare is not None:
+        ref = evaluate_model(other, eval_set, len(classes), batch_size=cfg.batch_size,
+                             device=device)
+        print(f"{other_name} ({compare}): OA {_pct(ref['oa'])}  mAcc {_pct(ref['macc'])}; "
+              f"--weights - --compare: {100 * (res['oa'] - ref['oa']):+.2f} OA", flush=True)
+        paired = paired_comparison(res["correct"], ref["correct"], args.split)
+        print(format_paired(paired, "--compare student").replace(
+            "with PointCMT", "with --weights"), flush=True)
     if args.confusion:
         path = plot_confusion_matrix(res["confusion"], Path(args.confusion).expanduser(),
                                      class_names=classes,
@@ -965,6 +983,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help=f"batch size (default: {_default('batch_size')})")
     p.add_argument("--confusion", default=None, help="write the confusion matrix to this PNG")
+    p.add_argument("--compare", default=None, metavar="WEIGHTS",
+                   help="a second student (e.g. the baseline) scored on the same shapes; prints "
+                        "the difference and the exact McNemar test on the shapes only one of "
+                        "the two gets right")
     _add_run_arguments(p, d, resume=False)
     p.set_defaults(func=_cmd_evaluate)
 

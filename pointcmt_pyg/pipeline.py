@@ -592,29 +592,47 @@ def _epoch_seconds(history: Any) -> Optional[float]:
 
 
 @torch.no_grad()
-def _evaluate(model: torch.nn.Module, loader: Optional[DataLoader], device: torch.device,
-              num_classes: int) -> Optional[Dict[str, Any]]:
-    r"""OA, mAcc and the confusion matrix of ``model(batch) -> logits`` on ``loader``."""
+def evaluate_classifier(model: torch.nn.Module, loader: Optional[Any], device: Any,
+                        num_classes: int) -> Optional[Dict[str, Any]]:
+    r"""OA, mAcc, the confusion matrix and the per-sample ``correct`` flags
+    (bool ``[N]``, in the loader's order) of ``model(batch) -> logits`` on
+    ``loader``, in eval mode. Two models scored on the same unshuffled loader
+    can be compared sample by sample
+    (:func:`~pointcmt_pyg.train.mcnemar_exact`). ``None`` for no loader."""
     if loader is None:
         return None
     from .train import confusion_matrix, mean_class_accuracy, overall_accuracy
     was_training = model.training
     model.eval().to(device)
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    correct = []
     for batch in loader:
         batch = batch.to(device)
         logits = model(batch)
         logits = getattr(logits, "logits", logits)
-        conf += confusion_matrix(logits.argmax(-1).cpu(), batch.y.view(-1).cpu(), num_classes)
+        pred, target = logits.argmax(-1).cpu(), batch.y.view(-1).cpu()
+        conf += confusion_matrix(pred, target, num_classes)
+        correct.append(pred == target)
     model.train(was_training)
     return {"oa": overall_accuracy(conf), "macc": mean_class_accuracy(conf),
-            "num_samples": int(conf.sum()), "confusion": conf.tolist()}
+            "num_samples": int(conf.sum()), "confusion": conf.tolist(),
+            "correct": torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)}
 
 
 def _summary(res: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     if res is None:
         return None
-    return {k: v for k, v in res.items() if k != "confusion"}
+    return {k: v for k, v in res.items() if k not in ("confusion", "correct")}
+
+
+def paired_comparison(correct_pointcmt: Any, correct_reference: Any, split: str) -> Dict[str, Any]:
+    r"""The exact McNemar test of the PointCMT student against its reference
+    (the baseline, or the plain fine-tune) on the same ``split`` shapes."""
+    from .train import mcnemar_exact
+    test = mcnemar_exact(correct_pointcmt, correct_reference)
+    return {"split": split, "num_samples": test["num_samples"],
+            "only_pointcmt": test["only_a"], "only_reference": test["only_b"],
+            "p_value": test["p_value"]}
 
 
 def _fmt_pct(value: Optional[float]) -> str:
@@ -657,7 +675,21 @@ def format_table(results: Dict[str, Any]) -> str:
             ref = "plain fine-tune" if finetune else "baseline"
             lines.append(f"PointCMT - {ref}: {100 * (p[key]['oa'] - b[key]['oa']):+.2f} OA, "
                          f"{100 * (p[key]['macc'] - b[key]['macc']):+.2f} mAcc ({key} split)")
+            paired = results.get("paired")
+            if paired and paired.get("split") == key:
+                lines.append(format_paired(paired, ref))
     return "\n".join(lines)
+
+
+def format_paired(paired: Dict[str, Any], reference: str = "baseline") -> str:
+    r"""One line on a :func:`paired_comparison`: the discordant shapes and the
+    exact McNemar p-value, read out for someone deciding whether to trust it."""
+    verdict = ("beyond chance at the 5 % level" if paired["p_value"] < 0.05 else
+               "within what chance alone gives on this many shapes")
+    return (f"paired on {paired['num_samples']} {paired['split']} shapes: "
+            f"{paired['only_pointcmt']} right only with PointCMT, {paired['only_reference']} "
+            f"only with the {reference}; McNemar exact p = {paired['p_value']:.3g} ({verdict}; "
+            "other training seeds vary more, RESULTS.md)")
 
 
 class TeacherNotBetterWarning(UserWarning):
@@ -828,6 +860,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
     finetune = cfg.protocol == "finetune"
     runs = ("baseline", "baseline_ft", "pointcmt") if finetune else ("baseline", "pointcmt")
     upstream_retrained = {"baseline": False}
+    correct_by_run: Dict[str, Optional[str]] = {}
     for run in runs:
         # Fine-tuning needs the converged baseline, whatever `stages` says.
         wanted = run in cfg.stages or (finetune and (
@@ -870,10 +903,13 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
                                 num_classes=num_classes, select=cfg.select,
                                 compile=student_compile(cfg), **common)
             student = res.model.student if run == "pointcmt" else res.model
-            test_res = _evaluate(student, test_loader, device, num_classes)
-            val_res = _evaluate(student, val_loader, device, num_classes)
+            test_res = evaluate_classifier(student, test_loader, device, num_classes)
+            val_res = evaluate_classifier(student, val_loader, device, num_classes)
             done = {"val": _summary(val_res), "test": _summary(test_res),
                     "confusion": (test_res or val_res)["confusion"],
+                    # per-shape right/wrong on the reported split, for the paired test
+                    "correct": "".join("1" if c else "0"
+                                       for c in (test_res or val_res)["correct"].tolist()),
                     "epoch_seconds": _epoch_seconds(res.history),
                     "history": res.history.to_dict()}
             if main:         # what `pointcmt-pyg evaluate --weights .../student.pt` reads
@@ -884,6 +920,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
             _write_done(stage_dir, done, main)
         histories[run] = History.from_dict(done["history"])
         results["stages"][run] = {k: done[k] for k in ("val", "test", "epoch_seconds")}
+        correct_by_run[run] = done.get("correct")     # None in runs finished before it was kept
         if run == "baseline" and main:
             teacher_val = results["stages"].get("teacher", {}).get("val")
             if teacher_val and done.get("val"):
@@ -901,6 +938,11 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
         except Exception as exc:
             log(f"confusion plot skipped: {exc}")
 
+    reference = "baseline_ft" if "baseline_ft" in correct_by_run else "baseline"
+    ours, theirs = correct_by_run.get("pointcmt"), correct_by_run.get(reference)
+    if ours and theirs and len(ours) == len(theirs):
+        results["paired"] = paired_comparison([c == "1" for c in ours], [c == "1" for c in theirs],
+                                              "test" if test is not None else "val")
     if not main:
         return results
     try:
@@ -997,9 +1039,9 @@ def _stage_teacher(cfg: PipelineConfig, data: Any, train: Any, val: Any, test: A
                             augment=cfg.teacher_augment, out_dir=stage_dir, **common)
         teacher = res.model
         wrapped = teacher_eval_wrapper(teacher)
-        done = {"val": _summary(_evaluate(wrapped, DataLoader(
+        done = {"val": _summary(evaluate_classifier(wrapped, DataLoader(
                     val_v, batch_size=cfg.teacher_batch_size), device, num_classes)),
-                "test": _summary(_evaluate(wrapped, None if test_t is None else DataLoader(
+                "test": _summary(evaluate_classifier(wrapped, None if test_t is None else DataLoader(
                     _with_transform(test_t, t_views), batch_size=cfg.teacher_batch_size),
                     device, num_classes)),
                 "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}

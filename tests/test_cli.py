@@ -235,6 +235,23 @@ def test_evaluate_prints_the_accuracy_of_the_student(chain, split):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_evaluate_compare_prints_the_paired_test(chain, capsys):
+    root, _ = chain
+    weights, other = root / "pointcmt" / "student.pt", root / "baseline" / "student.pt"
+    out = _run("evaluate", *DATA, "--weights", str(weights), "--compare", str(other), *QUIET)
+    oa = [float(x) for x in re.findall(r"OA (\d+\.\d\d)%", out)]
+    m = re.search(r"paired on 6 test shapes: (\d+) right only with --weights, (\d+) only with "
+                  r"the --compare student; McNemar exact p = ([0-9.e-]+)", out)
+    assert m and len(oa) == 2, out
+    assert int(m.group(1)) - int(m.group(2)) == round(6 * (oa[0] - oa[1]) / 100)
+    from pointcmt_pyg.train import mcnemar_exact
+    n = [1] * int(m.group(1)) + [0] * int(m.group(2))
+    assert float(m.group(3)) == pytest.approx(
+        mcnemar_exact(n, [1 - x for x in n])["p_value"], rel=1e-2)
+    assert "nope.pt" in _fails(capsys, "evaluate", *DATA, "--weights", str(weights),
+                               "--compare", str(root / "nope.pt"), *QUIET)
+
+
 def test_distill_resume_continues_the_run(chain, tmp_path):
     root, _ = chain
     args = ["distill", *DATA, "--baseline", "--batch-size", "8", "--out",

@@ -44,6 +44,15 @@ def test_pipeline_writes_every_artifact(tiny_run):
         assert r["epoch_seconds"] > 0
     assert saved["stages"]["cmpg"]["val_emd"] > 0
     assert "PointCMT - baseline" in saved["table"] and "teacher (images)" in saved["table"]
+    # the paired test counts the very shapes behind the two OAs
+    paired = saved["paired"]
+    assert paired["split"] == "test" and paired["num_samples"] == 9
+    diff = saved["stages"]["pointcmt"]["test"]["oa"] - saved["stages"]["baseline"]["test"]["oa"]
+    assert paired["only_pointcmt"] - paired["only_reference"] == round(9 * diff)
+    assert 0 < paired["p_value"] <= 1 and "McNemar exact p" in saved["table"]
+    done = json.loads((out / "pointcmt" / "done.json").read_text())
+    assert len(done["correct"]) == 9 and set(done["correct"]) <= {"0", "1"}
+    assert done["correct"].count("1") == round(9 * saved["stages"]["pointcmt"]["test"]["oa"])
 
 
 def _accuracy_one_by_one(model, dataset):
@@ -193,6 +202,8 @@ def test_resume_retrains_a_stage_whose_settings_changed(tiny_run, capsys, tmp_pa
     point = torch.load(copy / "pointcmt" / "student.pt")
     assert all(torch.equal(base[k], point[k]) for k in base)
     assert again["stages"]["pointcmt"]["test"] == results["stages"]["baseline"]["test"]
+    assert again["paired"]["only_pointcmt"] == again["paired"]["only_reference"] == 0
+    assert again["paired"]["p_value"] == 1.0
     # A changed teacher setting retrains every stage after it.
     run_pipeline(PipelineConfig(out=str(copy), resume=True, **{**TINY, "teacher_epochs": 2}))
     log = capsys.readouterr().out

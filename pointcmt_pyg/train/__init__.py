@@ -5,7 +5,7 @@ stage functions :func:`train_teacher`, :func:`train_cmpg`, :func:`train_student`
 """
 from .checkpoint import atomic_save, atomic_write_text, load_checkpoint
 from .metrics import (MetricAccumulator, class_accuracies, confusion_matrix,
-                      mean_class_accuracy, overall_accuracy)
+                      mcnemar_exact, mean_class_accuracy, overall_accuracy)
 from .trainer import History, Trainer, default_step, epoch_seed, seed_everything
 from .stages import StageResult, train_cmpg, train_student, train_teacher
 from .plots import plot_confusion_matrix, plot_training_curves
@@ -24,6 +24,7 @@ __all__ = [
     "overall_accuracy",
     "class_accuracies",
     "mean_class_accuracy",
+    "mcnemar_exact",
     "MetricAccumulator",
     "StageResult",
     "train_teacher",

@@ -8,8 +8,12 @@ class ``j``. The mean class accuracy averages the per-class recall over the
 classes that occur in the evaluated set (a class with no sample has no
 accuracy and is left out of the mean, as in the PointNet++/PointCMT
 evaluation scripts).
+
+:func:`mcnemar_exact` compares two classifiers on the same samples: the exact
+McNemar test on the samples that exactly one of them gets right.
 """
-from typing import Dict, Optional
+import math
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -20,7 +24,63 @@ __all__ = [
     "class_accuracies",
     "mean_class_accuracy",
     "MetricAccumulator",
+    "mcnemar_exact",
 ]
+
+
+def _as_correct(name: str, value: Union[Tensor, Sequence[bool]]) -> Tensor:
+    try:
+        flags = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a 1-d sequence of booleans (or 0/1), got "
+                        f"{type(value).__name__}") from None
+    if flags.dim() != 1:
+        raise ValueError(f"{name} must be 1-d (one flag per sample), got shape {list(flags.shape)}")
+    if flags.numel() == 0:
+        return flags.bool()                  # [] is a float tensor to torch
+    if flags.dtype != torch.bool:
+        if flags.is_floating_point() or flags.is_complex() or \
+                not bool(((flags == 0) | (flags == 1)).all()):
+            raise ValueError(f"{name} must hold booleans or 0/1 integers")
+        flags = flags.bool()
+    return flags
+
+
+def mcnemar_exact(correct_a: Union[Tensor, Sequence[bool]],
+                  correct_b: Union[Tensor, Sequence[bool]]) -> Dict[str, float]:
+    r"""Exact McNemar test of two classifiers scored on the same samples
+    (`McNemar, 1947 <https://doi.org/10.1007/BF02295996>`_).
+
+    Only the discordant samples count: ``only_a`` that ``a`` gets right and
+    ``b`` wrong, ``only_b`` the reverse. Under the null hypothesis (equal
+    accuracy) each discordant sample falls either way with probability 1/2, so
+    the two-sided p-value is ``min(1, 2 * P[Binomial(n, 1/2) <= min(only_a,
+    only_b)])`` with ``n = only_a + only_b`` (``1`` when ``n = 0``), computed
+    exactly. A paired test on one test set answers "is this difference beyond
+    the chance of which shapes happen to be in the set"; it says nothing about
+    the spread over training seeds.
+
+    Args:
+        correct_a, correct_b: Per-sample flags (bool, or 0/1 ints), the same
+            samples in the same order.
+
+    Returns:
+        dict: ``num_samples``, ``only_a``, ``only_b`` and ``p_value``.
+
+    Example:
+        >>> mcnemar_exact([1, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0])["p_value"]
+        0.0625
+    """
+    a, b = _as_correct("correct_a", correct_a), _as_correct("correct_b", correct_b)
+    if a.numel() != b.numel():
+        raise ValueError(f"correct_a and correct_b must score the same samples, got "
+                         f"{a.numel()} and {b.numel()} flags")
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    p_value = 1.0 if n == 0 else min(1.0, 2 * tail / (1 << n))   # exact integers, one rounding
+    return {"num_samples": int(a.numel()), "only_a": only_a, "only_b": only_b,
+            "p_value": p_value}
 
 
 def _check_num_classes(num_classes: int) -> int:
