@@ -141,6 +141,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                         "meshes (default: every stored point, more than the student's --num-points)")
     p.add_argument("--teacher-augment", action="store_true", default=d.teacher_augment,
                    help="mirror and shift the teacher's training views")
+    p.add_argument("--teacher-folds", type=int, default=d.teacher_folds,
+                   help="K >= 2: cross-fit K more teachers, each on all training shapes but one "
+                        "fold, and give the Hinton term each shape's out-of-fold teacher logits "
+                        "(stored in the feature cache); 1: no cross-fitting (default: %(default)s)")
     p.add_argument("--cmpg-points", type=int, default=d.cmpg_points,
                    help="points the CMPG generates (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,

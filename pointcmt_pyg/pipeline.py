@@ -99,6 +99,17 @@ class PipelineConfig:
             is the premise of PointCMT; an int samples that many.
         teacher_augment (bool): Mirror and shift the teacher's training views
             (:func:`~pointcmt_pyg.train.stages.augment_views`).
+        teacher_folds (int): ``1`` (default): the Hinton term's target is the
+            teacher's classifier on its own training shapes. ``K >= 2``:
+            cross-fitting; ``K`` more teachers, each trained (same settings)
+            on all training shapes but one stratified fold, into
+            ``out/teacher_fold{k}``; each training shape's target is the
+            logits of the teacher that did not see it (out-of-fold), stored
+            in the feature cache (validation shapes: the main teacher's). A
+            teacher fits its training shapes, so its own outputs there are
+            little more than the label; out-of-fold outputs carry its real
+            confusions. The features (CMPG, feature term) stay the main
+            teacher's. Costs about ``K - 1`` teachers' training.
         up (int): Up axis of the shapes for the cameras: ``2`` (z, ModelNet),
             ``1`` (y, ScanObjectNN and ``normal_resampled`` ModelNet).
         val_fraction (float): Share of the training split carved out for
@@ -167,6 +178,7 @@ class PipelineConfig:
     backbone: str = "resnet18"
     teacher_points: Optional[int] = None
     teacher_augment: bool = False
+    teacher_folds: int = 1
     cmpg_points: int = 1024
     up: int = 2
     val_fraction: float = 0.1
@@ -224,6 +236,8 @@ class PipelineConfig:
             keys.append("precision")
         if self.view_channels != "depth" and stage in ("teacher", "cmpg", "pointcmt"):
             keys.append("view_channels")   # likewise: depth-view runs keep their settings
+        if self.teacher_folds != 1 and stage == "pointcmt":
+            keys.append("teacher_folds")   # likewise: runs without cross-fitting keep theirs
         if self.select != "val_oa" and stage in ("baseline", "baseline_ft", "pointcmt"):
             keys.append("select")    # likewise: runs selected on val_oa keep their settings
         return {k: getattr(self, k) for k in keys}
@@ -272,6 +286,10 @@ class PipelineConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if cfg.teacher_points is not None and (isinstance(cfg.teacher_points, bool) or not isinstance(cfg.teacher_points, int) or cfg.teacher_points < 1):
             raise ValueError(f"teacher_points must be a positive int or None, got {cfg.teacher_points!r}")
+        if isinstance(cfg.teacher_folds, bool) or not isinstance(cfg.teacher_folds, int) \
+                or cfg.teacher_folds < 1:
+            raise ValueError(f"teacher_folds must be an int >= 1 (1: no cross-fitting), "
+                             f"got {cfg.teacher_folds!r}")
         if cfg.up not in (0, 1, 2):
             raise ValueError(f"up must be an axis 0, 1 or 2, got {cfg.up!r}")
         if not 0 < cfg.val_fraction < 1:
@@ -667,6 +685,11 @@ def format_table(results: Dict[str, Any]) -> str:
     if t and b and t.get("val") and b.get("val"):
         lines.append(f"teacher - baseline: {100 * (t['val']['oa'] - b['val']['oa']):+.2f} OA "
                      "(val split; the teacher must be ahead to teach)")
+    fold_teachers = results["stages"].get("teacher_folds")
+    if fold_teachers:
+        lines.append(f"{len(fold_teachers)} cross-fitted teachers (out-of-fold KD targets): val OA "
+                     + " / ".join(_fmt_pct(f["val"]["oa"]) if f.get("val") else "-"
+                                  for f in fold_teachers))
     if finetune:
         b = results["stages"].get("baseline_ft")
     if b and p:
@@ -811,16 +834,36 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
         except Exception as exc:  # a picture must never fail a run
             log(f"montage skipped: {exc}")
 
+        # ------------------------- cross-fitted teachers (teacher_folds > 1)
+        folds: List[Tuple[torch.nn.Module, Any]] = []
+        folds_trained = False
+        if cfg.teacher_folds > 1:
+            folds, fold_dones, folds_trained = _stage_teacher_folds(
+                cfg, data, train, val, test, out, common, device, num_classes, main, log, train_v)
+            results["stages"]["teacher_folds"] = [
+                {k: d.get(k) for k in ("val", "test", "epoch_seconds")} for d in fold_dones]
+
         # ------------------------------------------------- teacher features
         feat_path = out / "teacher_features.pt"
-        if teacher_trained or not (cfg.resume and feat_path.is_file()):
+        stale = teacher_trained or folds_trained or not (cfg.resume and feat_path.is_file())
+        if not stale and FeatureCache.load(feat_path).metadata.get(
+                "teacher_folds", 1) != cfg.teacher_folds:
+            stale = True
+            log(f"teacher features: recomputing ({feat_path} was made with other teacher_folds)")
+        if stale:
             if main:
-                log("caching teacher features of the training split (train + val)")
-                compute_teacher_features(teacher, _concat(train_v, val_v),
-                                         batch_size=cfg.teacher_batch_size, device=device,
-                                         progress=cfg.progress,
-                                         metadata={"teacher": str(out / "teacher" / "teacher.pt")}
-                                         ).save(feat_path)
+                log("caching teacher features of the training split (train + val)"
+                    + (f", with out-of-fold logits of {cfg.teacher_folds} teachers"
+                       if folds else ""))
+                cache = compute_teacher_features(
+                    teacher, _concat(train_v, val_v), batch_size=cfg.teacher_batch_size,
+                    device=device, progress=cfg.progress, with_logits=bool(folds),
+                    metadata={"teacher": str(out / "teacher" / "teacher.pt"),
+                              "teacher_folds": cfg.teacher_folds})
+                if folds:
+                    cache = out_of_fold_logits(cache, folds, cfg.teacher_batch_size, device,
+                                               cfg.progress)
+                cache.save(feat_path)
             D.barrier()
         cache = FeatureCache.load(feat_path)
         attach = AttachImageFeatures(cache)
@@ -871,7 +914,8 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
         seed_everything(cfg.seed)               # same initial student in both runs
         student = get_model(cfg.model, num_classes)
         settings = cfg.settings(run)
-        retrain_upstream = (run == "pointcmt" and (teacher_trained or cmpg_trained)) or (
+        retrain_upstream = (run == "pointcmt" and (
+            teacher_trained or cmpg_trained or (cfg.teacher_folds > 1 and folds_trained))) or (
             finetune and run != "baseline" and upstream_retrained["baseline"])
         done = None if retrain_upstream else _read_done(stage_dir, cfg.resume, settings, log)
         if run == "baseline":
@@ -991,14 +1035,81 @@ def run_teacher_stage(cfg: PipelineConfig, views_dir: Optional[Path] = None) -> 
     return done
 
 
+def _stage_teacher_folds(cfg: PipelineConfig, data: Any, train: Any, val: Any, test: Any,
+                         out: Path, common: Dict[str, Any], device: torch.device,
+                         num_classes: int, main: bool, log: Any, train_v: Any
+                         ) -> Tuple[List[Tuple[torch.nn.Module, Any]], List[Dict[str, Any]], bool]:
+    r"""The cross-fitted teachers of ``cfg.teacher_folds``: the training
+    carve is dealt into stratified folds (:func:`~pointcmt_pyg.datasets.stratified_folds`,
+    seeded by ``cfg.seed``), and teacher ``k`` is trained by
+    :func:`_stage_teacher` on every fold but ``k`` into ``out/teacher_fold{k}``
+    (reused when resuming with the same settings).
+
+    Returns:
+        ``([(teacher_k, held_out_views_k), ...], [done_k, ...], any_trained)``,
+        where ``held_out_views_k`` are the views of fold ``k``'s shapes and
+        ``done_k`` teacher ``k``'s scores (as :func:`_stage_teacher`).
+    """
+    from .datasets import dataset_labels, stratified_folds, subset
+    fold_of = stratified_folds(dataset_labels(train), cfg.teacher_folds, cfg.seed)
+    folds: List[Tuple[torch.nn.Module, Any]] = []
+    dones: List[Dict[str, Any]] = []
+    trained = False
+    for k in range(cfg.teacher_folds):
+        fit_idx = (fold_of != k).nonzero().flatten()
+        log(f"stage I: cross-fitted teacher {k + 1}/{cfg.teacher_folds} "
+            f"({fit_idx.numel()} of {len(train)} training shapes)")
+        teacher_k, done_k, trained_k, _, _ = _stage_teacher(
+            cfg, data, train, val, test, out, common, device, num_classes, main, log,
+            train_idx=fit_idx, stage_name=f"teacher_fold{k}",
+            extra_settings={"teacher_folds": cfg.teacher_folds, "fold": k})
+        trained = trained or trained_k
+        dones.append(done_k)
+        folds.append((teacher_k, subset(train_v, (fold_of == k).nonzero().flatten())))
+    return folds, dones, trained
+
+
+def out_of_fold_logits(cache: Any, folds: Sequence[Tuple[torch.nn.Module, Any]],
+                       batch_size: int, device: Any, progress: bool = False) -> Any:
+    r"""Replaces the logits of each fold's shapes in ``cache`` (a
+    :class:`~pointcmt_pyg.datasets.FeatureCache` with logits) by those of
+    the teacher that did not train on them.
+
+    Args:
+        cache (FeatureCache): Features and logits of the main teacher.
+        folds: ``(teacher_k, held_out_views_k)`` pairs, as from
+            :func:`_stage_teacher_folds`.
+
+    Returns:
+        FeatureCache: The same features, out-of-fold logits where a fold
+        covers the shape (the main teacher's elsewhere).
+    """
+    from .datasets import FeatureCache, compute_teacher_features
+    if cache.logits is None:
+        raise ValueError("cache must hold logits (compute_teacher_features(..., with_logits=True))")
+    logits = cache.logits.clone()
+    row_of = {sample_id: row for row, sample_id in enumerate(cache.ids)}
+    for teacher_k, held_out in folds:
+        fold_cache = compute_teacher_features(teacher_k, held_out, batch_size=batch_size,
+                                              device=device, progress=progress,
+                                              with_logits=True)
+        for sample_id, row_logits in zip(fold_cache.ids, fold_cache.logits):
+            logits[row_of[sample_id]] = row_logits
+    return FeatureCache.from_tensor(cache.ids, cache.features, cache.metadata, logits)
+
+
 def _stage_teacher(cfg: PipelineConfig, data: Any, train: Any, val: Any, test: Any, out: Path,
                    common: Dict[str, Any], device: torch.device, num_classes: int, main: bool,
-                   log: Any, views_dir: Optional[Path] = None
+                   log: Any, views_dir: Optional[Path] = None,
+                   train_idx: Optional[torch.Tensor] = None, stage_name: str = "teacher",
+                   extra_settings: Optional[Dict[str, Any]] = None
                    ) -> Tuple[torch.nn.Module, Dict[str, Any], bool, Any, Any]:
     r"""Stage I of :func:`run_pipeline` (and of :func:`run_teacher_stage`):
-    trains the teacher into ``out/teacher`` (or reuses it when resuming with
-    the same settings). Returns ``(teacher, done, trained, train_views,
-    val_views)``; ``done`` holds its validation and test scores."""
+    trains the teacher into ``out/<stage_name>`` (or reuses it when resuming
+    with the same settings), on the training carve or, with ``train_idx``, on
+    those shapes of it (a cross-fitted teacher). Returns ``(teacher, done,
+    trained, train_views, val_views)``; ``done`` holds its validation and test
+    scores."""
     from .datasets import train_val_split
     from .nn import MultiViewTeacher, load_teacher
     from .train import seed_everything, train_teacher
@@ -1018,14 +1129,17 @@ def _stage_teacher(cfg: PipelineConfig, data: Any, train: Any, val: Any, test: A
                 f"{t_views.transforms[0].cache_dir}")
     from .train import distributed as D
     D.barrier()  # the other ranks read the views rank 0 rendered
+    if train_idx is not None:
+        from .datasets import subset
+        train_t = subset(train_t, train_idx)
     train_v, val_v = _with_transform(train_t, t_views), _with_transform(val_t, t_views)
-    stage_dir = out / "teacher"
-    settings = cfg.settings("teacher")
+    stage_dir = out / stage_name
+    settings = {**cfg.settings("teacher"), **(extra_settings or {})}
     done = _read_done(stage_dir, cfg.resume, settings, log)
     teacher_trained = done is None
     if done is not None:
         teacher = load_teacher(stage_dir / "teacher.pt").to(device)
-        log(f"teacher: reusing {stage_dir / 'teacher.pt'}")
+        log(f"{stage_name}: reusing {stage_dir / 'teacher.pt'}")
     else:
         common["resume"] = _start_stage(stage_dir, settings, cfg.resume, main, log)
         log(f"stage I: teacher ({cfg.backbone}, {cfg.num_views} views of {cfg.image_size} px"

@@ -15,7 +15,7 @@ from .transforms import (
     normalize_bbox,
     sample_surface,
 )
-from .split import dataset_labels, stratified_split, subset, train_val_split
+from .split import dataset_labels, stratified_folds, stratified_split, subset, train_val_split
 from .folder import PointCloudFolder, read_shape
 from .modelnet import MODELNET10_CLASSES, MODELNET40_CLASSES, ModelNet, read_off
 from .scanobjectnn import SCANOBJECTNN_CLASSES, SCANOBJECTNN_FILES, ScanObjectNN
@@ -36,6 +36,7 @@ __all__ = [
     "RandomRotateUp",
     "SamplePoints",
     "SampleSurface",
+    "stratified_folds",
     "stratified_split",
     "train_val_split",
     "subset",

@@ -13,6 +13,13 @@ gets the right feature for every shape.
     cache.save("runs/teacher_features.pt")
     dataset = MyDataset(..., transform=AttachImageFeatures("runs/teacher_features.pt"))
     # every Data now has img_feat [1, D]; a Batch has img_feat [B, D]
+
+A cache may also hold the teacher's logits per shape (``with_logits=True``);
+:class:`AttachImageFeatures` then sets ``img_logits`` too, and the distiller's
+Hinton term uses them as its target. The pipeline's cross-fitted teachers
+(``PipelineConfig.teacher_folds``) store *out-of-fold* logits there: each
+training shape's target comes from a teacher that never saw it, so it shows the
+teacher's real confusions instead of a memorised label.
 """
 import os
 import tempfile
@@ -49,6 +56,9 @@ class FeatureCache(Mapping[str, Tensor]):
             ``[1, D]``) features, all of the same size.
         metadata (dict, optional): Anything worth keeping beside the features
             (e.g. the teacher's config); saved with them.
+
+    A cache built with :meth:`from_tensor` may also hold teacher logits per
+    shape (:attr:`logits`, :meth:`logits_of`).
     """
 
     def __init__(self, features: Optional[Mapping[str, Tensor]] = None,
@@ -67,20 +77,31 @@ class FeatureCache(Mapping[str, Tensor]):
 
     @classmethod
     def from_tensor(cls, ids: Sequence[str], features: Tensor,
-                    metadata: Optional[Dict[str, Any]] = None) -> "FeatureCache":
-        r"""Builds a cache from ``ids`` [N] and the matching rows ``features`` [N, D]."""
+                    metadata: Optional[Dict[str, Any]] = None,
+                    logits: Optional[Tensor] = None) -> "FeatureCache":
+        r"""Builds a cache from ``ids`` [N] and the matching rows ``features``
+        [N, D] (and, optionally, the teacher's ``logits`` [N, C] per shape)."""
         if not isinstance(features, Tensor) or features.dim() != 2:
             raise ValueError("features must be an [N, D] tensor, got "
                              f"{tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__}")
         ids = [_check_id(i) for i in ids]
         if len(ids) != features.size(0):
             raise ValueError(f"{len(ids)} ids but {features.size(0)} feature rows")
+        if logits is not None:
+            if not isinstance(logits, Tensor) or logits.dim() != 2 \
+                    or logits.size(0) != len(ids) or not logits.is_floating_point():
+                shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+                raise ValueError(f"logits must be a float [N, C] tensor with N = {len(ids)} "
+                                 f"(one row per id), got {shape}")
+            if not bool(torch.isfinite(logits).all()):
+                raise ValueError("logits must be finite")
+            logits = logits.detach().float().cpu()
         cache = cls.__new__(cls)
-        cache._init(ids, features.detach().cpu(), metadata)
+        cache._init(ids, features.detach().cpu(), metadata, logits)
         return cache
 
     def _init(self, ids: List[str], matrix: Tensor,
-              metadata: Optional[Dict[str, Any]]) -> None:
+              metadata: Optional[Dict[str, Any]], logits: Optional[Tensor] = None) -> None:
         index: Dict[str, int] = {}
         for row, sample_id in enumerate(ids):
             if sample_id in index:
@@ -90,6 +111,7 @@ class FeatureCache(Mapping[str, Tensor]):
         self._ids = list(ids)
         self._index = index
         self._matrix = matrix
+        self._logits = logits
         self.metadata: Dict[str, Any] = dict(metadata or {})
 
     # Mapping interface ---------------------------------------------------
@@ -110,7 +132,8 @@ class FeatureCache(Mapping[str, Tensor]):
         return len(self._ids)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(num_samples={len(self)}, feat_dim={self.feat_dim})"
+        extra = "" if self._logits is None else f", num_classes={self._logits.size(1)}"
+        return f"{type(self).__name__}(num_samples={len(self)}, feat_dim={self.feat_dim}{extra})"
 
     # Accessors -----------------------------------------------------------
     @property
@@ -128,6 +151,24 @@ class FeatureCache(Mapping[str, Tensor]):
         r"""The ``[N, D]`` matrix, rows in the order of :attr:`ids`."""
         return self._matrix
 
+    @property
+    def logits(self) -> Optional[Tensor]:
+        r"""The teacher's ``[N, C]`` logits, rows in the order of :attr:`ids`,
+        or ``None`` when the cache holds features only."""
+        return self._logits
+
+    def logits_of(self, sample_id: str) -> Tensor:
+        r"""The teacher's logits ``[C]`` of one shape.
+
+        Raises:
+            KeyError: For an unknown id, or when the cache holds no logits.
+        """
+        if self._logits is None:
+            raise KeyError("this feature cache holds no teacher logits (compute it with "
+                           "with_logits=True)")
+        self[sample_id]                      # KeyError naming an unknown id
+        return self._logits[self._index[sample_id]]
+
     # Files ---------------------------------------------------------------
     def save(self, path: PathLike) -> Path:
         r"""Writes the cache to ``path`` (a ``.pt`` file) atomically: to a
@@ -136,6 +177,8 @@ class FeatureCache(Mapping[str, Tensor]):
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": _FORMAT, "version": _VERSION, "ids": self._ids,
                    "features": self._matrix, "metadata": self.metadata}
+        if self._logits is not None:          # optional: older readers ignore it
+            payload["logits"] = self._logits
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -161,7 +204,8 @@ class FeatureCache(Mapping[str, Tensor]):
         if payload.get("version") != _VERSION:
             raise ValueError(f"{path}: unsupported feature cache version "
                              f"{payload.get('version')!r} (this build reads {_VERSION})")
-        return cls.from_tensor(payload["ids"], payload["features"], payload.get("metadata"))
+        return cls.from_tensor(payload["ids"], payload["features"], payload.get("metadata"),
+                               payload.get("logits"))
 
 
 def _batches(dataset_or_loader: Iterable, batch_size: int) -> Iterable:
@@ -186,6 +230,7 @@ def compute_teacher_features(
     id_key: str = "sample_id",
     progress: bool = True,
     metadata: Optional[Dict[str, Any]] = None,
+    with_logits: bool = False,
 ) -> FeatureCache:
     r"""Runs the frozen teacher once over a dataset and returns its features by
     ``sample_id``.
@@ -205,6 +250,9 @@ def compute_teacher_features(
         id_key (str): The attribute holding the id. (default: ``"sample_id"``)
         progress (bool): Show a tqdm progress bar. (default: ``True``)
         metadata (dict, optional): Stored with the cache.
+        with_logits (bool): Also store the teacher's logits, ``teacher.head``
+            applied to each feature (:attr:`FeatureCache.logits`).
+            (default: ``False``)
 
     Returns:
         FeatureCache: ``sample_id -> [D]`` (on CPU).
@@ -217,6 +265,9 @@ def compute_teacher_features(
 
     if not callable(getattr(teacher, "features", None)):
         raise TypeError("teacher must have a .features(views) method")
+    if with_logits and not callable(getattr(teacher, "head", None)):
+        raise TypeError("with_logits=True needs a teacher with a .head (features -> logits), "
+                        "e.g. MultiViewTeacher")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if device is None:
@@ -229,6 +280,7 @@ def compute_teacher_features(
         teacher.eval()
     ids: List[str] = []
     rows: List[Tensor] = []
+    logit_rows: List[Tensor] = []
     seen: Dict[str, int] = {}
     try:
         loader = _batches(dataset_or_loader, batch_size)
@@ -250,7 +302,10 @@ def compute_teacher_features(
                 shape = tuple(views.shape) if isinstance(views, Tensor) else type(views).__name__
                 raise ValueError(f"views must be [B, V, C, H, W] with B = {len(batch_ids)}, "
                                  f"got {shape}")
-            feats = teacher.features(views.to(device))
+            with torch.no_grad():
+                feats = teacher.features(views.to(device))
+                if with_logits and isinstance(feats, Tensor):
+                    logit_rows.append(teacher.head(feats).float().cpu())
             if not isinstance(feats, Tensor) or feats.dim() != 2 or feats.size(0) != len(batch_ids):
                 shape = tuple(feats.shape) if isinstance(feats, Tensor) else type(feats).__name__
                 raise ValueError(f"teacher.features returned {shape}, expected "
@@ -269,13 +324,17 @@ def compute_teacher_features(
     matrix = torch.stack(rows) if rows else torch.empty(0, 0)
     meta = {"teacher": type(teacher).__name__}
     meta.update(metadata or {})
-    return FeatureCache.from_tensor(ids, matrix, meta)
+    logits = None
+    if with_logits:
+        logits = torch.cat(logit_rows) if logit_rows else torch.empty(0, 0)
+    return FeatureCache.from_tensor(ids, matrix, meta, logits)
 
 
 class AttachImageFeatures(BaseTransform):
     r"""Puts the cached teacher feature of each sample on ``data.img_feat``
     (``[1, D]``, so that a ``Batch`` holds ``[B, D]``), looked up by the
-    sample's ``sample_id``.
+    sample's ``sample_id``; and, when the cache holds teacher logits, those on
+    ``data.img_logits`` (``[1, C]``).
 
     Args:
         cache (FeatureCache, Mapping or path): The features, or the ``.pt`` file
@@ -311,6 +370,8 @@ class AttachImageFeatures(BaseTransform):
                                "or pass required=False")
             return data
         data.img_feat = self.cache[sample_id].reshape(1, -1).float().clone()
+        if getattr(self.cache, "logits", None) is not None:
+            data.img_logits = self.cache.logits_of(sample_id).reshape(1, -1).float().clone()
         return data
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Dataset
 
-__all__ = ["stratified_split", "train_val_split", "subset", "dataset_labels"]
+__all__ = ["stratified_split", "stratified_folds", "train_val_split", "subset", "dataset_labels"]
 
 
 def _as_label_tensor(labels: Union[Tensor, np.ndarray, Sequence[int]]) -> Tensor:
@@ -72,6 +72,42 @@ def stratified_split(labels: Union[Tensor, np.ndarray, Sequence[int]], val_fract
     if val_parts:
         is_val[torch.cat(val_parts)] = True
     return (~is_val).nonzero().flatten(), is_val.nonzero().flatten()
+
+
+def stratified_folds(labels: Union[Tensor, np.ndarray, Sequence[int]], num_folds: int,
+                     seed: int = 0) -> Tensor:
+    r"""Assigns every sample to one of ``num_folds`` folds with the class
+    proportions kept in each (for cross-fitting: a model trained on all folds
+    but ``k`` predicts the samples of fold ``k``, none of which it has seen).
+
+    The members of each class are permuted (seeded) and dealt to the folds in
+    turn, continuing from the fold where the previous class stopped, so fold
+    sizes differ by at most one.
+
+    Args:
+        labels: Class label per sample [N].
+        num_folds (int): Number of folds, at least 2 and at most N.
+        seed (int): Seed of the permutations (same seed and labels: same folds).
+
+    Returns:
+        LongTensor [N]: the fold of each sample, in ``0..num_folds-1``.
+    """
+    y = _as_label_tensor(labels)
+    if isinstance(num_folds, bool) or not isinstance(num_folds, (int, np.integer)) \
+            or not 2 <= num_folds <= max(2, y.numel()):
+        raise ValueError(f"num_folds must be an int in [2, {max(2, y.numel())}] (the number of "
+                         f"samples), got {num_folds!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    gen = torch.Generator().manual_seed(int(seed))
+    fold = torch.empty(y.numel(), dtype=torch.long)
+    start = 0
+    for cls in torch.unique(y).tolist():
+        members = (y == cls).nonzero().flatten()
+        members = members[torch.randperm(members.numel(), generator=gen)]
+        fold[members] = (torch.arange(members.numel()) + start) % int(num_folds)
+        start = (start + members.numel()) % int(num_folds)
+    return fold
 
 
 def dataset_labels(dataset: Dataset) -> Tensor:

@@ -435,7 +435,7 @@ class CrossModalDistiller(nn.Module):
     # ---------------------------------------------------------------- forward
     def forward(self, *args: Any, y: Optional[Tensor] = None,
                 img_feat: Optional[Tensor] = None, views: Optional[Tensor] = None,
-                **kwargs: Any) -> DistillerOutput:
+                img_logits: Optional[Tensor] = None, **kwargs: Any) -> DistillerOutput:
         r"""Runs the student and, in training mode with labels, the losses.
 
         Args:
@@ -447,6 +447,11 @@ class CrossModalDistiller(nn.Module):
                 defaults to ``data.img_feat``.
             views (Tensor, optional): Rendered views ``[B, V, C, H, W]``;
                 defaults to ``data.views``.
+            img_logits (Tensor, optional): Cached teacher logits ``[B, C]``,
+                the Hinton term's target instead of the teacher's classifier
+                on ``img_feat`` (e.g. out-of-fold logits of cross-fitted
+                teachers, see :class:`~pointcmt_pyg.datasets.FeatureCache`);
+                defaults to ``data.img_logits``.
             **kwargs: Passed on to the student.
 
         Returns:
@@ -457,6 +462,8 @@ class CrossModalDistiller(nn.Module):
             y = y if y is not None else getattr(data, "y", None)
             img_feat = img_feat if img_feat is not None else getattr(data, "img_feat", None)
             views = views if views is not None else getattr(data, "views", None)
+            img_logits = img_logits if img_logits is not None else getattr(data, "img_logits",
+                                                                          None)
 
         if not self.training or y is None:
             return DistillerOutput(logits=self.student(*args, **kwargs))
@@ -493,13 +500,21 @@ class CrossModalDistiller(nn.Module):
 
         losses = {"ce": ce, "feature": feature, "classifier": classifier}
         if self.w_kd > 0:
-            # Hinton KD from the teacher's own image classifier (a fixed target).
-            with torch.no_grad():
-                kd_target = self.teacher_classifier(f_t)
-            if kd_target.shape != logits.shape:
-                raise ValueError(
-                    f"the teacher's classifier gives {tuple(kd_target.shape)} on the teacher "
-                    f"feature but the student returns {tuple(logits.shape)} logits")
+            # Hinton KD from the teacher's own image classifier (a fixed
+            # target), or from the cached (e.g. out-of-fold) teacher logits.
+            if img_logits is not None:
+                kd_target = img_logits.to(logits.device)
+                if kd_target.shape != logits.shape:
+                    raise ValueError(
+                        f"img_logits has shape {tuple(kd_target.shape)} but the student returns "
+                        f"{tuple(logits.shape)} logits (one row of teacher logits per cloud)")
+            else:
+                with torch.no_grad():
+                    kd_target = self.teacher_classifier(f_t)
+                if kd_target.shape != logits.shape:
+                    raise ValueError(
+                        f"the teacher's classifier gives {tuple(kd_target.shape)} on the teacher "
+                        f"feature but the student returns {tuple(logits.shape)} logits")
             losses["kd"] = classifier_enhancement_loss(logits, kd_target.detach(),
                                                        weight=self.w_kd,
                                                        temperature=self.temperature)
