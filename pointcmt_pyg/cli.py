@@ -660,6 +660,13 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     full_train, test, classes, desc = _load_data(cfg)
     if cache is not None:
         _check_cache_covers(cache, full_train, feat_path)
+        if cache.logits is not None and cache.logits.size(1) != len(classes):
+            raise InputError(f"--features {feat_path} holds teacher logits over "
+                             f"{cache.logits.size(1)} classes but the data has {len(classes)}")
+        if cache.logits is not None and cfg.w_kd > 0:
+            folds = cache.metadata.get("teacher_folds", 1)
+            _log(f"Hinton target: the teacher logits stored in {feat_path}"
+                 + (f" (out-of-fold, {folds} cross-fitted teachers)" if folds > 1 else ""))
     if teacher is not None:
         _check_classes(f"the teacher {teacher_path}", teacher.num_classes, classes)
     train, val = _split(full_train, cfg)

@@ -388,3 +388,23 @@ def test_importing_the_package_shows_no_pyg_deprecation_noise():
     proc = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], cwd=REPO,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_distill_uses_and_checks_the_caches_out_of_fold_logits(chain, capsys, tmp_path):
+    from pointcmt_pyg.datasets import FeatureCache
+    root, _ = chain
+    cache = FeatureCache.load(root / "features.pt")
+    args = ["distill", *DATA, "--teacher", str(root / "teacher" / "teacher.pt"), "--cmpg",
+            str(root / "cmpg" / "cmpg.pt"), "--epochs", "1", "--batch-size", "8"]
+    from pointcmt_pyg.nn import load_teacher
+    num_classes = load_teacher(root / "teacher" / "teacher.pt").num_classes
+    good = FeatureCache.from_tensor(cache.ids, cache.features, {"teacher_folds": 2},
+                                    torch.randn(len(cache), num_classes))
+    good.save(tmp_path / "oof.pt")
+    out = _run(*args, "--features", str(tmp_path / "oof.pt"), "--out", str(tmp_path / "a"))
+    assert "out-of-fold, 2 cross-fitted teachers" in out and "with PointCMT" in out
+    bad = FeatureCache.from_tensor(cache.ids, cache.features, None,
+                                   torch.randn(len(cache), num_classes + 1))
+    bad.save(tmp_path / "bad.pt")
+    msg = _fails(capsys, *args, "--features", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "b"))
+    assert "--features" in msg and f"{num_classes + 1} classes" in msg
