@@ -1,6 +1,8 @@
 """How informative the KD targets are: the teacher's own classifier on its cached
 features of the training and validation shapes, at T = 1 and T = 4 (accuracy,
-mean top probability, probability of the true class, entropy)::
+mean top probability, probability of the true class, entropy), and, when the
+cache also holds teacher logits (``--teacher-folds``: out-of-fold logits of
+cross-fitted teachers), the same for those::
 
     python bench/teacher_targets.py runs/mn10_t12
 """
@@ -32,11 +34,15 @@ def main() -> None:
         y = torch.tensor([int(d.y) for d in samples])
         feats = torch.stack([cache.get(d.sample_id).view(-1) for d in samples])
         with torch.no_grad():
-            logits = teacher.head(feats)
-        for t in args.temperatures:
+            sources = [("teacher head", teacher.head(feats))]
+        if cache.logits is not None:
+            folds = cache.metadata.get("teacher_folds", 1)
+            sources.append((f"cached logits ({folds} folds)",
+                            torch.stack([cache.logits_of(d.sample_id) for d in samples])))
+        for (source, logits), t in ((s, t) for s in sources for t in args.temperatures):
             p = (logits / t).softmax(-1)
             entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
-            print(f"{name} T={t:g}: acc {(logits.argmax(-1) == y).float().mean():.4f} "
+            print(f"{name} {source} T={t:g}: acc {(logits.argmax(-1) == y).float().mean():.4f} "
                   f"top-prob {p.max(-1).values.mean():.3f} "
                   f"p(true) {p[torch.arange(len(y)), y].mean():.3f} entropy {entropy:.3f} nats "
                   f"(uniform {math.log(len(classes)):.3f})")
