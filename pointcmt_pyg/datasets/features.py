@@ -19,7 +19,9 @@ A cache may also hold the teacher's logits per shape (``with_logits=True``);
 Hinton term uses them as its target. The pipeline's cross-fitted teachers
 (``PipelineConfig.teacher_folds``) store *out-of-fold* logits there: each
 training shape's target comes from a teacher that never saw it, so it shows the
-teacher's real confusions instead of a memorised label.
+teacher's real confusions instead of a memorised label (the out-of-fold
+predictions of stacked generalization, `Wolpert, 1992
+<https://doi.org/10.1016/S0893-6080(05)80023-1>`_).
 """
 import os
 import tempfile
