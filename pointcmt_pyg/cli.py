@@ -145,6 +145,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                    help="K >= 2: cross-fit K more teachers, each on all training shapes but one "
                         "fold, and give the Hinton term each shape's out-of-fold teacher logits "
                         "(stored in the feature cache); 1: no cross-fitting (default: %(default)s)")
+    p.add_argument("--teacher-fold-epochs", type=int, default=None,
+                   help="epochs of each cross-fitted teacher (default: teacher epochs x K/(K-1), "
+                        "the main teacher's number of steps)")
     p.add_argument("--cmpg-points", type=int, default=d.cmpg_points,
                    help="points the CMPG generates (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,

@@ -160,6 +160,18 @@ def test_teacher_folds_setting_is_checked_and_recorded_only_when_used():
     crossed = PipelineConfig(teacher_folds=2, **TINY)
     assert crossed.settings("pointcmt")["teacher_folds"] == 2
     assert "teacher_folds" not in crossed.settings("teacher")      # the main teacher is the same
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="teacher_fold_epochs"):
+            PipelineConfig(teacher_folds=2, teacher_fold_epochs=bad, **TINY).resolved()
+
+
+@pytest.mark.parametrize("epochs, folds, fixed, expected", [(5, 2, None, 10), (6, 3, None, 9),
+                                                            (5, 4, None, 7), (5, 2, 3, 3)])
+def test_fold_teachers_get_the_main_teachers_number_of_steps(epochs, folds, fixed, expected):
+    from pointcmt_pyg.pipeline import fold_epochs
+    cfg = PipelineConfig(**{**TINY, "teacher_epochs": epochs, "teacher_folds": folds,
+                            "teacher_fold_epochs": fixed}).resolved()
+    assert fold_epochs(cfg) == expected
 
 
 def test_pipeline_cross_fit_gives_every_training_shape_an_out_of_fold_target(tmp_path, capsys):
@@ -192,6 +204,7 @@ def test_pipeline_cross_fit_gives_every_training_shape_an_out_of_fold_target(tmp
     for k in (0, 1):                       # fold k's teacher trained on the other fold only
         settings = json.loads((tmp_path / f"teacher_fold{k}" / "settings.json").read_text())
         assert settings["fold"] == k and settings["teacher_folds"] == 2
+        assert settings["teacher_epochs"] == 2      # the main teacher's steps on half the data
 
     # Resuming reuses every teacher and the cache; turning cross-fitting off
     # recomputes the cache (no logits) and retrains the PointCMT student.
