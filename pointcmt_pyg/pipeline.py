@@ -929,7 +929,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
         student = get_model(cfg.model, num_classes)
         settings = cfg.settings(run)
         retrain_upstream = (run == "pointcmt" and (
-            teacher_trained or cmpg_trained or (cfg.teacher_folds > 1 and folds_trained))) or (
+            teacher_trained or cmpg_trained or folds_trained)) or (
             finetune and run != "baseline" and upstream_retrained["baseline"])
         done = None if retrain_upstream else _read_done(stage_dir, cfg.resume, settings, log)
         if run == "baseline":

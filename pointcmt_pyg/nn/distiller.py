@@ -503,18 +503,15 @@ class CrossModalDistiller(nn.Module):
             # Hinton KD from the teacher's own image classifier (a fixed
             # target), or from the cached (e.g. out-of-fold) teacher logits.
             if img_logits is not None:
-                kd_target = img_logits.to(logits.device)
-                if kd_target.shape != logits.shape:
-                    raise ValueError(
-                        f"img_logits has shape {tuple(kd_target.shape)} but the student returns "
-                        f"{tuple(logits.shape)} logits (one row of teacher logits per cloud)")
+                kd_target, source = img_logits.to(logits.device), "img_logits has shape"
             else:
                 with torch.no_grad():
                     kd_target = self.teacher_classifier(f_t)
-                if kd_target.shape != logits.shape:
-                    raise ValueError(
-                        f"the teacher's classifier gives {tuple(kd_target.shape)} on the teacher "
-                        f"feature but the student returns {tuple(logits.shape)} logits")
+                source = "the teacher's classifier gives, on the teacher feature,"
+            if kd_target.shape != logits.shape:
+                raise ValueError(f"{source} {tuple(kd_target.shape)} but the student returns "
+                                 f"{tuple(logits.shape)} logits (one row of teacher logits per "
+                                 "cloud)")
             losses["kd"] = classifier_enhancement_loss(logits, kd_target.detach(),
                                                        weight=self.w_kd,
                                                        temperature=self.temperature)
