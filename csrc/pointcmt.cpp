@@ -71,6 +71,13 @@ TORCH_LIBRARY(pointcmt, m) {
   // without any valid slot gets out 0 and arg -1.
   m.def("gather_max(Tensor values, Tensor slots) -> (Tensor, Tensor)");
 
+  // Not a point op: padded neighbour slots idx (M, W) int64 (-1 unused) to
+  // PyG's [2, E] edge index (row 0: the row i, row 1: idx[i, j]), row by row in
+  // slot order, keeping entries >= 0, != i when skip_self, at most max_kept per
+  // row; rows 0 and 1 swapped when neighbour_first. CPU only: other devices
+  // use the torch version (ops/_edges.py).
+  m.def("slots_to_edges(Tensor idx, bool skip_self, int max_kept, bool neighbour_first) -> Tensor");
+
   // Not a point op: the Python wrappers call it around their own torch ops
   // (argument checks, edge construction) so that those run on one thread,
   // as explained in cpu/parallel.h (serial_torch_ops). enter=False undoes

@@ -148,8 +148,8 @@ def test_padded_to_edges_matches_boolean_indexing(seed):
     idx = torch.where(torch.arange(7) < lengths, idx, torch.full_like(idx, -1))  # -1 padding, as the kernels write
     want = torch.stack([row[idx >= 0], idx[idx >= 0]])
     assert torch.equal(padded_to_edges(idx), want)
-    mask = torch.rand(40, 7, generator=gen) < 0.5
-    assert torch.equal(padded_to_edges(idx, mask), torch.stack([row[mask], idx[mask]]))
+    mask = (idx >= 0) & (idx != row)            # skip_self: a graph without self-loops
+    assert torch.equal(padded_to_edges(idx, skip_self=True), torch.stack([row[mask], idx[mask]]))
     assert padded_to_edges(idx[:0]).shape == (2, 0)
 
 

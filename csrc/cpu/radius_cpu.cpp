@@ -12,6 +12,8 @@
 // (copied once, struct of arrays) and test all of it in one vectorised pass
 // with the brute force's distance; the hits are put back in index order with
 // a bitmap over the cloud (or a sort for very large clouds) and truncated.
+// Each query writes its whole output row (its neighbours, then -1), so the
+// output is not filled beforehand.
 #include <torch/library.h>
 
 #include <algorithm>
@@ -53,6 +55,7 @@ void radius_queries(const scalar_t* xt, int64_t num_points, const scalar_t* y, i
           }
         }
       }
+      std::fill(row + found, row + max_num, int64_t(-1));
     }
   });
 }
@@ -83,7 +86,11 @@ void radius_grid_queries(Team& team, const PointGrid<scalar_t>& grid, const scal
       while (slot >= ptr_y[b + 1]) ++b;  // `order` keeps the queries of a cloud together
       const int64_t i = order[slot];
       const CloudGrid& c = grid.clouds[b];
-      if (c.n == 0) continue;
+      int64_t* dst = out + i * max_num;
+      if (c.n == 0) {
+        std::fill(dst, dst + max_num, int64_t(-1));
+        continue;
+      }
       const scalar_t* q = y + i * dim;
       int64_t cq[3] = {0, 0, 0};
       for (int a = 0; a < dim; ++a) cq[a] = c.coord(a, static_cast<double>(q[a]));
@@ -121,7 +128,6 @@ void radius_grid_queries(Team& team, const PointGrid<scalar_t>& grid, const scal
           }
       }
       sqdist_block(cand.data(), cap, dim, q, count, tmp.data());
-      int64_t* dst = out + i * max_num;
       if (c.n <= kBitmapMaxPoints) {
         // Ascending index order through a bitmap of the cloud's points.
         const int64_t words = (c.n + 63) / 64;
@@ -146,6 +152,7 @@ void radius_grid_queries(Team& team, const PointGrid<scalar_t>& grid, const scal
             bits &= bits - 1;
           }
         }
+        std::fill(dst + found, dst + max_num, int64_t(-1));
       } else {
         int64_t m = 0;
         for (int64_t j0 = 0; j0 < count; j0 += 64) {
@@ -158,6 +165,7 @@ void radius_grid_queries(Team& team, const PointGrid<scalar_t>& grid, const scal
         const int64_t keep = std::min(m, max_num);
         std::partial_sort(hits.begin(), hits.begin() + keep, hits.begin() + m);
         std::copy(hits.begin(), hits.begin() + keep, dst);
+        std::fill(dst + keep, dst + max_num, int64_t(-1));
       }
     }
   });
@@ -203,8 +211,10 @@ at::Tensor radius_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor
   const auto py = read_ptr(ptr_y, num_queries, "ptr_y");
   TORCH_CHECK(px.size() == py.size(), "pointcmt::radius: 'ptr_x' and 'ptr_y' must describe the same clouds");
 
-  auto out = at::full({num_queries, max_num_neighbors}, -1, y.options().dtype(at::kLong));
-  if (num_queries == 0 || num_points == 0) return out;
+  if (num_queries == 0 || num_points == 0)
+    return at::full({num_queries, max_num_neighbors}, -1, y.options().dtype(at::kLong));
+  // Every row is written in full by the searches below (neighbours, then -1).
+  auto out = at::empty({num_queries, max_num_neighbors}, y.options().dtype(at::kLong));
   auto xc = x.contiguous(), yc = y.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pointcmt_radius_cpu", [&] {
     // r * r in double, rounded once to the points' dtype (as the reference does).

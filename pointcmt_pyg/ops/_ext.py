@@ -31,11 +31,14 @@ SCHEMAS: Dict[str, str] = {
     "gather_max": "gather_max(Tensor values, Tensor slots) -> (Tensor, Tensor)",
 }
 
-#: Ops of the extension that are not point ops (no CUDA kernel, no reference):
-#: ``_serial_torch_ops`` runs the wrappers' own torch ops on one thread
-#: (:mod:`pointcmt_pyg.ops._threads`).
+#: Ops of the extension that are not point ops (CPU only, called by the
+#: wrappers only when the extension is loaded): ``_serial_torch_ops`` runs the
+#: wrappers' own torch ops on one thread (:mod:`pointcmt_pyg.ops._threads`);
+#: ``slots_to_edges`` turns padded neighbour slots into an edge index
+#: (:mod:`pointcmt_pyg.ops._edges`, whose torch version serves other devices).
 INTERNAL_SCHEMAS: Dict[str, str] = {
     "_serial_torch_ops": "_serial_torch_ops(bool enter) -> ()",
+    "slots_to_edges": "slots_to_edges(Tensor idx, bool skip_self, int max_kept, bool neighbour_first) -> Tensor",
 }
 
 _BACKEND: Optional[str] = None

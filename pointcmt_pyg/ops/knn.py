@@ -185,18 +185,7 @@ def _knn_graph_eager(x: Tensor, k: int, batch: Optional[Tensor], loop: bool, flo
     ptr = batch_to_ptr(batch, x.shape[0], x.device, "batch", batch_size)
     x = x.contiguous()
     _, idx = torch.ops.pointcmt.knn(x, x, ptr, ptr, k if loop else k + 1, cosine)
-    if loop:
-        edge_index = padded_to_edges(idx)
-    else:
-        own = torch.arange(x.shape[0], device=x.device).view(-1, 1)
-        if (not torch.compiler.is_compiling() and idx.shape[1] > 1
-                and bool(((idx[:, :1] == own) & (idx[:, -1:] >= 0)).all())):
-            # The usual case: every point is its own nearest and every row is
-            # full, so dropping the first column drops exactly the self-loops.
-            edge_index = padded_to_edges(idx[:, 1:].contiguous())
-        else:
-            edge_index = padded_to_edges(idx, (idx >= 0) & (idx != own))
-    return edge_index.flip([0]) if flow == "source_to_target" else edge_index
+    return padded_to_edges(idx, skip_self=not loop, neighbour_first=flow == "source_to_target")
 
 
 @serial_torch_ops

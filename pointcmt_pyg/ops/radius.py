@@ -21,7 +21,7 @@ from torch import Tensor
 
 from . import _ext
 from ._threads import serial_torch_ops
-from ._script import radius_graph_script, radius_graph_slots, radius_script
+from ._script import radius_graph_script, radius_script
 from ._edges import padded_to_edges
 from ._reference import radius_reference, register_device_fallback
 from ._validation import batch_to_ptr, check_points, check_same, check_same_num_clouds, compute_dtype
@@ -197,6 +197,7 @@ def _radius_graph_eager(x: Tensor, r: float, batch: Optional[Tensor], loop: bool
         raise ValueError(f"'flow' must be 'source_to_target' or 'target_to_source' (got {flow!r})")
     ptr = batch_to_ptr(batch, x.shape[0], x.device, "batch", batch_size)
     max_num = _check_max_num_neighbors(max_num_neighbors, ptr)
-    idx, mask = radius_graph_slots(x, ptr, r, max_num, loop)
-    edge_index = padded_to_edges(idx, mask)
-    return edge_index.flip([0]) if flow == "source_to_target" else edge_index
+    # loop=False: one more slot for the point itself, then its first max_num others.
+    idx = torch.ops.pointcmt.radius(x.contiguous(), x.contiguous(), ptr, ptr, r, max_num + (0 if loop else 1))
+    return padded_to_edges(idx, skip_self=not loop, max_kept=max_num,
+                           neighbour_first=flow == "source_to_target")
