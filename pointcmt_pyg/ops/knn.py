@@ -125,8 +125,9 @@ def knn_padded(
 def _knn_slots(x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor], batch_y: Optional[Tensor],
                cosine: bool, batch_size: Optional[int]) -> Tensor:
     check_points(x, "x")
-    check_points(y, "y")
-    check_same(x, y, "x", "y")
+    if y is not x:   # queries among the points themselves: checked once
+        check_points(y, "y")
+        check_same(x, y, "x", "y")
     x, y = compute_dtype(x), compute_dtype(y)
     _check_k(k)
     _check_flag(cosine, "cosine")

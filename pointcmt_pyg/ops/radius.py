@@ -135,8 +135,9 @@ def _radius_slots(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor],
                   batch_y: Optional[Tensor], max_num_neighbors: Optional[int],
                   batch_size: Optional[int]) -> Tensor:
     check_points(x, "x")
-    check_points(y, "y")
-    check_same(x, y, "x", "y")
+    if y is not x:   # queries among the points themselves: checked once
+        check_points(y, "y")
+        check_same(x, y, "x", "y")
     x, y = compute_dtype(x), compute_dtype(y)
     r = _check_r(r)
     ptr_x = batch_to_ptr(batch_x, x.shape[0], x.device, "batch_x", batch_size)
