@@ -235,7 +235,8 @@ def radius_script(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor],
 def radius_graph_slots(x: Tensor, ptr: Tensor, r: float, max_num: int,
                        loop: bool) -> Tuple[Tensor, Tensor]:
     r"""The padded neighbour slots of a radius graph and the mask of those
-    kept (shared by the eager and the scripted :func:`radius_graph`): with
+    kept (the scripted :func:`radius_graph`; the eager one does the same cut
+    with :func:`~pointcmt_pyg.ops._edges.padded_to_edges`): with
     ``loop=False`` one extra slot for the point itself, then the first
     ``max_num`` others."""
     x = x.contiguous()
