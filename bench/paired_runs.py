@@ -9,7 +9,8 @@ arm minus the baseline per seed, with mean +- sample std over seeds.
 
 The first ``--arm`` is the baseline. Runs whose history is missing or shorter
 than the others are reported as unfinished and left out of the statistics.
-Prints a markdown table (for RESULTS.md).
+Prints a markdown table (for RESULTS.md); ``--plot curves.png`` also draws
+every run's validation OA by epoch (thin) and each arm's mean (thick).
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", required=True, help="one label per run of an arm")
     parser.add_argument("--arm", action="append", required=True, metavar="NAME=DIR,DIR,...",
                         help="an arm and its run folders, one per seed (the first is the baseline)")
+    parser.add_argument("--plot", default=None, metavar="PNG",
+                        help="also write the validation curves (per run and arm means) to this PNG")
+    parser.add_argument("--title", default=None, help="the plot's title")
     args = parser.parse_args()
     arms: Dict[str, List[Path]] = {}
     for spec in args.arm:
@@ -89,6 +93,43 @@ def main() -> None:
             line += (f"; minus {base}, paired: {_mean_std(diffs[name])} "
                      f"({wins} of {len(diffs[name])} ahead)")
         print(line)
+    if args.plot:
+        plot_curves(records, epochs, args.plot, args.title)
+
+
+def plot_curves(records: Dict[str, List[Optional[Dict]]], epochs: int, path: str,
+                title: Optional[str] = None) -> None:
+    """Validation OA by epoch: each finished run thin, each arm's mean over its
+    finished runs thick, one colour per arm."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    x = list(range(1, epochs + 1))
+    for index, (name, rs) in enumerate(records.items()):
+        colour = f"C{index}"
+        curves = [[100 * v for v in r["curve"]] for r in rs if r and len(r["curve"]) == epochs]
+        for curve in curves:
+            ax.plot(x, curve, color=colour, alpha=0.3, linewidth=0.8)
+        if curves:
+            mean = [statistics.mean(values) for values in zip(*curves)]
+            ax.plot(x, mean, color=colour, linewidth=2.2, label=f"{name} (mean of {len(curves)})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation OA (%)")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    finals = [100 * v for rs in records.values() for r in rs if r and len(r["curve"]) == epochs
+              for v in r["curve"][epochs // 3:]]
+    if finals:
+        ax.set_ylim(max(0.0, min(finals) - 2), min(100.0, max(finals) + 1))
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
