@@ -101,11 +101,10 @@ def plot_curves(records: Dict[str, List[Optional[Dict]]], epochs: int, path: str
                 title: Optional[str] = None) -> None:
     """Validation OA by epoch: each finished run thin, each arm's mean over its
     finished runs thick, one colour per arm."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pointcmt_pyg.train.plots import _figure  # Agg figure, no pyplot state (as the pipeline's plots)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = _figure(7, 4.5)
+    ax = fig.subplots()
     x = list(range(1, epochs + 1))
     for index, (name, rs) in enumerate(records.items()):
         colour = f"C{index}"
@@ -128,7 +127,6 @@ def plot_curves(records: Dict[str, List[Optional[Dict]]], epochs: int, path: str
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     print(f"wrote {path}")
 
 
