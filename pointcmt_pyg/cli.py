@@ -160,6 +160,12 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                    help="embedded dataset: test shapes per class (default: %(default)s)")
     p.add_argument("--synthetic-classes", type=int, default=d.synthetic_classes,
                    help="embedded dataset: number of classes, at most 16 (default: %(default)s)")
+    p.add_argument("--synthetic-scan", action=argparse.BooleanOptionalAction, default=d.synthetic_scan,
+                   help="embedded dataset: the student sees single-view scans (one side of each "
+                        "shape), the teacher the whole mesh (default: %(default)s)")
+    p.add_argument("--synthetic-rescan", action=argparse.BooleanOptionalAction, default=d.synthetic_rescan,
+                   help="with --synthetic-scan: a new scan from a random viewpoint at every training access "
+                        "(default: %(default)s)")
     _add_distiller_arguments(p, d)
     p.add_argument("--only", choices=("baseline", "pointcmt"), default=None,
                    help="train only one of the two student runs (baseline: no teacher, views or "
@@ -293,6 +299,10 @@ def _add_data_arguments(p: argparse.ArgumentParser, d: Any, val: bool = True,
                    help="embedded dataset: training shapes per class")
     g.add_argument("--synthetic-test-per-class", type=int, default=d.synthetic_test_per_class,
                    help="embedded dataset: test shapes per class")
+    g.add_argument("--synthetic-scan", action=argparse.BooleanOptionalAction, default=d.synthetic_scan,
+                   help="embedded dataset: the student sees single-view scans, the teacher whole meshes")
+    g.add_argument("--synthetic-rescan", action=argparse.BooleanOptionalAction, default=d.synthetic_rescan,
+                   help="with --synthetic-scan: a new scan at every training access")
     g.add_argument("--max-train", type=int, default=None,
                    help="keep a stratified subset of this many training shapes")
     g.add_argument("--val-fraction", type=float, default=d.val_fraction,
@@ -683,12 +693,12 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     with _inputs():
         student = get_model(cfg.model, len(classes))
     if args.baseline:
-        model, train_t = student, student_transforms(True)
+        model, train_t = student, student_transforms(True, rescan=cfg.synthetic_rescan)
     else:
         with _inputs():
             model = CrossModalDistiller(student, teacher, cmpg, teacher_dim=cache.feat_dim,
                                         **distiller_kwargs(cfg, len(train)))
-        train_t = student_transforms(True, [AttachImageFeatures(cache)])
+        train_t = student_transforms(True, [AttachImageFeatures(cache)], rescan=cfg.synthetic_rescan)
     _log(f"stage III: {cfg.model} {'baseline' if args.baseline else 'with PointCMT'} "
          f"({cfg.epochs} epochs, {cfg.num_points} points) -> {out / 'student.pt'}")
     res = train_student(model, _with_transform(train, train_t),

@@ -53,11 +53,11 @@ RUN_LABELS = {"baseline": "baseline", "baseline_ft": "plain fine-tune",
 #: Config fields per stage, recorded in each stage's ``settings.json``.
 STAGE_SETTINGS: Dict[str, Tuple[str, ...]] = {
     "data": ("data", "num_points", "val_fraction", "seed", "max_train", "synthetic_classes",
-             "synthetic_train_per_class", "synthetic_test_per_class"),
+             "synthetic_train_per_class", "synthetic_test_per_class", "synthetic_scan"),
     "teacher": ("teacher_points", "teacher_augment", "num_views", "image_size", "up", "backbone", "teacher_epochs",
                 "teacher_batch_size", "teacher_lr"),
     "cmpg": ("cmpg_points", "cmpg_epochs", "batch_size"),
-    "baseline": ("model", "epochs", "batch_size", "lr"),
+    "baseline": ("model", "epochs", "batch_size", "lr", "synthetic_rescan"),
     "pointcmt": ("recipe", "w_fe", "w_ce", "w_kd", "temperature", "w_proj",
                  "detach_teacher_logits", "warmup_epochs"),
 }
@@ -126,6 +126,15 @@ class PipelineConfig:
             Size of the embedded dataset (default 10 classes, the five
             fine-detail twins; 30 training and 50 test shapes per class, so
             the test split has 500 shapes).
+        synthetic_scan (bool): Embedded dataset: the student's points are a
+            single-view scan of each shape (only the side facing one random
+            sensor position), while the teacher renders the whole mesh and the
+            CMPG learns to generate the whole surface
+            (:func:`~pointcmt_pyg.datasets.synthetic.scan_points`).
+        synthetic_rescan (bool): With ``synthetic_scan``: every training access
+            of a student scans the shape again from a new random viewpoint
+            (:class:`~pointcmt_pyg.datasets.RandomScan`); validation and test
+            keep their one fixed scan.
         max_train (int, optional): Keep at most this many training shapes
             (a stratified, seeded subset; for quick runs).
         recipe (str): Stage-III loss recipe (:mod:`pointcmt_pyg.nn.recipes`):
@@ -194,6 +203,8 @@ class PipelineConfig:
     synthetic_classes: int = 10
     synthetic_train_per_class: int = 30
     synthetic_test_per_class: int = 50
+    synthetic_scan: bool = False
+    synthetic_rescan: bool = False
     max_train: Optional[int] = None
     recipe: str = "balanced"
     w_fe: Optional[float] = None
@@ -293,6 +304,11 @@ class PipelineConfig:
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("synthetic_scan", "synthetic_rescan"):
+            if not isinstance(getattr(cfg, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(cfg, name)!r}")
+        if cfg.synthetic_rescan and not cfg.synthetic_scan:
+            raise ValueError("synthetic_rescan needs synthetic_scan (the student's points are scans)")
         if cfg.teacher_points is not None and (isinstance(cfg.teacher_points, bool) or not isinstance(cfg.teacher_points, int) or cfg.teacher_points < 1):
             raise ValueError(f"teacher_points must be a positive int or None, got {cfg.teacher_points!r}")
         if isinstance(cfg.teacher_folds, bool) or not isinstance(cfg.teacher_folds, int) \
@@ -427,11 +443,13 @@ def load_data(cfg: PipelineConfig, for_teacher: bool = False
     from .datasets import ModelNet, PointCloudFolder, SyntheticShapes, stratified_split, subset
     from .datasets import dataset_labels
     if cfg.data == "synthetic":
-        kw = dict(num_classes=cfg.synthetic_classes, num_points=cfg.num_points, seed=cfg.seed)
+        kw = dict(num_classes=cfg.synthetic_classes, num_points=cfg.num_points, seed=cfg.seed,
+                  scan=cfg.synthetic_scan)
         train = SyntheticShapes("train", samples_per_class=cfg.synthetic_train_per_class, **kw)
         test = SyntheticShapes("test", samples_per_class=cfg.synthetic_test_per_class, **kw)
         desc = (f"SyntheticShapes ({cfg.synthetic_classes} classes, "
-                f"{len(train)} train / {len(test)} test, embedded)")
+                + ("single-view scans, " if cfg.synthetic_scan else "")
+                + f"{len(train)} train / {len(test)} test, embedded)")
     else:
         root = Path(cfg.data).expanduser()
         if not root.is_dir():
@@ -531,12 +549,15 @@ def prerender_views(transform: BaseTransform, parts: Sequence[Tuple[str, Any]],
     return rendered, total - rendered
 
 
-def student_transforms(train: bool, extra: Sequence[BaseTransform] = ()) -> BaseTransform:
+def student_transforms(train: bool, extra: Sequence[BaseTransform] = (), rescan: bool = False) -> BaseTransform:
     r"""Student input: the mesh dropped, centred and scaled into the unit
     sphere (as PyG's examples, whose radii assume it), plus, for training,
-    anisotropic scaling and a shift (the usual ModelNet augmentation)."""
-    from .datasets import RandomScale, RandomShift
-    steps: List[BaseTransform] = [DropAttributes(), NormalizeScale(), *extra]
+    anisotropic scaling and a shift (the usual ModelNet augmentation) and,
+    with ``rescan``, a new single-view scan of the mesh first
+    (:class:`~pointcmt_pyg.datasets.RandomScan`)."""
+    from .datasets import RandomScale, RandomScan, RandomShift
+    steps: List[BaseTransform] = [RandomScan()] if (train and rescan) else []
+    steps += [DropAttributes(MESH_KEYS + ("complete_pos",)), NormalizeScale(), *extra]
     if train:
         steps += [RandomScale((2.0 / 3.0, 1.5)), RandomShift(0.2)]
     return Compose(steps)
@@ -948,11 +969,11 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
                                                    map_location="cpu"))
                 epochs, lr = cfg.finetune_epochs, cfg.finetune_lr
             if run != "pointcmt":
-                model, train_s = student, _with_transform(train, student_transforms(True))
+                model, train_s = student, _with_transform(train, student_transforms(True, rescan=cfg.synthetic_rescan))
             else:
                 model = CrossModalDistiller(student, teacher, cmpg,
                                             **distiller_kwargs(cfg, len(train)))
-                train_s = _with_transform(train, student_transforms(True, [attach]))
+                train_s = _with_transform(train, student_transforms(True, [attach], rescan=cfg.synthetic_rescan))
             log(f"stage III: {cfg.model} {RUN_LABELS[run]} ({epochs} epochs"
                 + (f" from the baseline, lr {lr:g}" if finetune and run != "baseline" else "")
                 + f", {cfg.num_points} points)")

@@ -361,6 +361,83 @@ def test_synthetic_shapes_noise_free_points_lie_in_the_mesh_box():
         assert bool((data.pos >= data.mesh_pos.amin(0) - 1e-5).all() and (data.pos <= data.mesh_pos.amax(0) + 1e-5).all())
 
 
+def _unit_cube() -> tuple:
+    v = torch.tensor([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)], dtype=torch.float64)
+    f = torch.tensor([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+    return v, f
+
+
+def test_scan_points_sees_only_the_faces_towards_the_sensor():
+    v, f = _unit_cube()
+    pts = synthetic_module.scan_points(v, f, 2000, torch.Generator().manual_seed(0))
+    assert pts.shape == (2000, 3) and pts.dtype == torch.float64
+    # Every point on the cube's surface: one coordinate at +-0.5, the others inside.
+    on_face = (pts.abs() - 0.5).abs() < 1e-5
+    assert bool(on_face.any(1).all()) and bool((pts.abs() <= 0.5 + 1e-5).all())
+    # A sensor above the horizon sees the top face and at most two side faces, never the bottom
+    # nor a side facing away: the faces hit are those whose outward normal points towards it.
+    hit_sides = {(axis, sign) for axis in range(3) for sign in (-1, 1)
+                 if bool(((pts[:, axis] - 0.5 * sign).abs() < 1e-5).any())}
+    assert (2, 1) in hit_sides and (2, -1) not in hit_sides
+    assert not ((0, 1) in hit_sides and (0, -1) in hit_sides)
+    assert not ((1, 1) in hit_sides and (1, -1) in hit_sides)
+    # Deterministic given the generator's seed; another seed, another viewpoint.
+    again = synthetic_module.scan_points(v, f, 2000, torch.Generator().manual_seed(0))
+    assert torch.equal(pts, again)
+    other = synthetic_module.scan_points(v, f, 2000, torch.Generator().manual_seed(1))
+    assert not torch.equal(pts, other)
+
+
+def test_scan_points_from_straight_above_sees_only_the_top():
+    v, f = _unit_cube()
+    gen = torch.Generator().manual_seed(3)
+    pts = synthetic_module.scan_points(v, f, 20000, gen, elevation=(90.0, 90.0))  # straight down
+    assert bool(((pts[:, 2] - 0.5).abs() < 1e-5).all())  # only the top face is seen
+
+
+def test_synthetic_scans_keep_the_whole_mesh_and_surface():
+    whole = SyntheticShapes("train", num_classes=10, samples_per_class=2, num_points=256, seed=5, noise=0.0)
+    scans = SyntheticShapes("train", num_classes=10, samples_per_class=2, num_points=256, seed=5, noise=0.0,
+                            scan=True)
+    assert scans.sample_ids == whole.sample_ids
+    for i in (0, 7, 19):
+        a, b = whole[i], scans[i]
+        torch.testing.assert_close(b.mesh_pos, a.mesh_pos)          # the teacher renders the same mesh
+        torch.testing.assert_close(b.complete_pos[0], a.pos)        # the CMPG's target: the whole surface
+        assert b.pos.shape == (256, 3) and not torch.equal(b.pos, a.pos)
+        assert bool((b.pos >= b.mesh_pos.amin(0) - 1e-5).all() and (b.pos <= b.mesh_pos.amax(0) + 1e-5).all())
+    with pytest.raises(TypeError, match="scan"):
+        SyntheticShapes("train", num_classes=2, samples_per_class=1, scan=1)
+    with pytest.raises(ValueError, match="num"):
+        synthetic_module.scan_points(a.mesh_pos, a.mesh_face, 0)
+
+
+def test_random_scan_rescans_the_mesh_from_a_new_viewpoint():
+    from pointcmt_pyg.datasets import RandomScan
+    ds = SyntheticShapes("train", num_classes=2, samples_per_class=1, num_points=300, seed=2, scan=True)
+    data = ds[0]
+    torch.manual_seed(0)
+    a = RandomScan()(data)
+    torch.manual_seed(0)
+    b = RandomScan()(data)
+    c = RandomScan()(data)
+    assert a.pos.shape == data.pos.shape and a.pos.dtype == data.pos.dtype
+    torch.testing.assert_close(a.pos, b.pos)                        # the global RNG decides
+    assert not torch.equal(c.pos, a.pos) and not torch.equal(a.pos, data.pos)
+    assert torch.equal(ds[0].pos, data.pos)                         # the input is not modified
+    torch.testing.assert_close(a.complete_pos, data.complete_pos)   # the CMPG target is kept
+    gen = torch.Generator().manual_seed(4)
+    exact = RandomScan(noise=0.0, generator=gen)(data).pos
+    ref = synthetic_module.scan_points(data.mesh_pos, data.mesh_face, 300, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(exact, ref.float())
+    with pytest.raises(ValueError, match="mesh"):
+        from torch_geometric.data import Data
+        RandomScan()(Data(pos=torch.rand(5, 3)))
+    with pytest.raises(ValueError, match="noise"):
+        RandomScan(noise=-1.0)
+
+
 @pytest.mark.parametrize("kwargs, match", [({"num_classes": 1}, "num_classes"), ({"num_classes": 99}, "num_classes"),
                                            ({"samples_per_class": 0}, "samples_per_class"),
                                            ({"num_points": 0}, "num_points"), ({"split": ""}, "split"),

@@ -201,6 +201,30 @@ def test_cmpg_targets_normalise_each_shape_by_its_bounding_box():
     assert torch.allclose(out, normalize_bbox(torch.gather(big, 1, idx[..., None].expand(-1, -1, 3))))
 
 
+def test_cmpg_step_targets_the_whole_surface_when_the_batch_has_it():
+    # Single-view scans carry complete_pos [1, N, 3]: the CMPG learns the whole surface, not the scan.
+    from pointcmt_pyg.ops import emd_loss
+    from pointcmt_pyg.train.stages import cmpg_step
+    torch.manual_seed(0)
+    cmpg = nn.Sequential(nn.Linear(4, 8 * 3), nn.Unflatten(1, (8, 3)))
+    samples = [Data(pos=torch.rand(6, 3), complete_pos=torch.rand(1, 8, 3) * 2, img_feat=torch.randn(1, 4))
+               for _ in range(3)]
+    batch = Batch.from_data_list(samples)
+    loss, _, _ = cmpg_step(cmpg, batch)
+    pred = normalize_bbox(cmpg(batch.img_feat))
+    whole = cmpg_targets(batch.complete_pos.reshape(-1, 3), torch.arange(3).repeat_interleave(8), 8)
+    torch.testing.assert_close(loss, emd_loss(pred, whole, reduction="mean", sqrt=True))
+    scan = cmpg_targets(batch.pos, batch.batch, 8)
+    assert not torch.allclose(loss, emd_loss(pred, scan, reduction="mean", sqrt=True))
+    # Without complete_pos the target is the points themselves.
+    plain = Batch.from_data_list([Data(pos=d.pos, img_feat=d.img_feat) for d in samples])
+    torch.testing.assert_close(cmpg_step(cmpg, plain)[0], emd_loss(pred, scan, reduction="mean", sqrt=True))
+    bad = Batch.from_data_list([Data(pos=d.pos, complete_pos=torch.rand(8, 3), img_feat=d.img_feat)
+                                for d in samples])
+    with pytest.raises(ValueError, match="complete_pos"):
+        cmpg_step(cmpg, bad)
+
+
 def test_train_cmpg_loss_falls_from_cached_features(tmp_path):
     seed_everything(0)
     teacher = TinyTeacher()

@@ -9,11 +9,13 @@ from .transforms import (
     NormalizeBoundingBox,
     RandomRotateUp,
     RandomScale,
+    RandomScan,
     RandomShift,
     SamplePoints,
     SampleSurface,
     normalize_bbox,
     sample_surface,
+    scan_points,
 )
 from .split import dataset_labels, stratified_folds, stratified_split, subset, train_val_split
 from .folder import PointCloudFolder, read_shape
@@ -29,7 +31,9 @@ __all__ = [
     "stable_seed",
     "normalize_bbox",
     "sample_surface",
+    "scan_points",
     "NormalizeBoundingBox",
+    "RandomScan",
     "RandomScale",
     "RandomShift",
     "Jitter",

@@ -36,9 +36,9 @@ import torch
 from torch_geometric.data import Data
 
 from .base import PointCloudDataset, make_data, shallow, stable_seed
-from .transforms import sample_surface
+from .transforms import sample_surface, scan_points
 
-__all__ = ["SyntheticShapes", "SYNTHETIC_CLASSES", "make_shape"]
+__all__ = ["SyntheticShapes", "SYNTHETIC_CLASSES", "make_shape", "scan_points"]
 
 Mesh = Tuple[np.ndarray, np.ndarray]  # vertices [V, 3] float64, faces [F, 3] int64
 
@@ -461,6 +461,12 @@ class SyntheticShapes(PointCloudDataset):
         seed: Base seed; same arguments give identical samples.
         noise: Standard deviation of the Gaussian noise added to the points
             (in units of the normalised box, whose longest side is 1).
+        scan (bool): Points from a single-view scan (:func:`scan_points`:
+            only the side facing one random viewpoint, as a depth sensor
+            sees it) instead of the whole surface. The mesh, which the
+            teacher's views are rendered from, stays whole, and
+            ``complete_pos`` ``[1, num_points, 3]`` holds points sampled on
+            the whole surface (the CMPG's training target).
         transform: PyG transform applied on every access.
         pre_transform: Transform applied once per access before :obj:`transform`.
 
@@ -470,7 +476,7 @@ class SyntheticShapes(PointCloudDataset):
     """
 
     def __init__(self, split: str = "train", num_classes: int = 10, samples_per_class: int = 40,
-                 num_points: int = 1024, seed: int = 0, noise: float = 0.005,
+                 num_points: int = 1024, seed: int = 0, noise: float = 0.005, scan: bool = False,
                  transform: Optional[Callable] = None, pre_transform: Optional[Callable] = None) -> None:
         if not isinstance(split, str) or not split or "/" in split:
             raise ValueError(f"split must be a non-empty name without '/', got {split!r}")
@@ -484,14 +490,17 @@ class SyntheticShapes(PointCloudDataset):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         if not isinstance(noise, (int, float)) or not (0 <= noise < math.inf):
             raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+        if not isinstance(scan, bool):
+            raise TypeError(f"scan must be a bool, got {type(scan).__name__}")
         super().__init__(None, transform=transform, pre_transform=pre_transform)
         self.split, self.samples_per_class, self.num_points, self.seed, self.noise = (
             split, samples_per_class, num_points, seed, float(noise))
+        self.scan = scan
         self._classes = _NAMES[:num_classes]
         self._labels = torch.arange(num_classes).repeat_interleave(samples_per_class)
         self._sample_ids = [f"{self._classes[c]}/{split}/s{seed}_{i:04d}"
                             for c in range(num_classes) for i in range(samples_per_class)]
-        key = (split, num_classes, samples_per_class, num_points, seed, self.noise)
+        key = (split, num_classes, samples_per_class, num_points, seed, self.noise, scan)
         if key not in _CACHE:
             _CACHE[key] = [self._generate(c, i) for c in range(num_classes) for i in range(samples_per_class)]
         self._samples = _CACHE[key]
@@ -508,7 +517,13 @@ class SyntheticShapes(PointCloudDataset):
         pos = sample_surface(mesh_pos, mesh_face, self.num_points, generator=gen)
         if self.noise > 0:
             pos = pos + self.noise * torch.randn(pos.shape, generator=gen, dtype=pos.dtype)
-        return make_data(pos, label, sid, mesh_pos, mesh_face)
+        if not self.scan:
+            return make_data(pos, label, sid, mesh_pos, mesh_face)
+        scan = scan_points(mesh_pos, mesh_face, self.num_points, gen)
+        if self.noise > 0:
+            scan = scan + self.noise * torch.randn(scan.shape, generator=gen, dtype=scan.dtype)
+        return make_data(scan, label, sid, mesh_pos, mesh_face,
+                         complete_pos=pos.to(torch.float32).unsqueeze(0).contiguous())
 
     def get(self, idx: int) -> Data:
         data = shallow(self._samples[idx])

@@ -20,7 +20,7 @@ a mean-centring normalisation would move the centre towards dense regions.
 ``tests/test_transforms.py`` checks both against a hand-computed case.
 """
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ from torch_geometric.transforms import BaseTransform
 __all__ = [
     "normalize_bbox",
     "sample_surface",
+    "scan_points",
+    "RandomScan",
     "NormalizeBoundingBox",
     "RandomScale",
     "RandomShift",
@@ -360,6 +362,63 @@ def sample_surface(mesh_pos: Tensor, mesh_face: Tensor, num: int,
     return torch.from_numpy(pts).to(device=mesh_pos.device, dtype=mesh_pos.dtype)
 
 
+def scan_points(mesh_pos: torch.Tensor, mesh_face: torch.Tensor, num: int,
+                generator: Optional[torch.Generator] = None, elevation: Tuple[float, float] = (10.0, 50.0)
+                ) -> torch.Tensor:
+    r"""A single-view scan of a mesh: :obj:`num` points where parallel rays
+    from one random viewpoint first hit the surface (open3d ray casting), so
+    only the side facing the sensor is sampled, with a density proportional
+    to the surface's projected area, as a depth sensor sees it.
+
+    The viewpoint has a uniform azimuth and an elevation drawn uniformly from
+    :obj:`elevation` (degrees above the horizontal); the rays' origins are
+    uniform over a square that covers the mesh's bounding sphere.
+
+    Args:
+        mesh_pos: Vertices ``[Nv, 3]``.
+        mesh_face: Triangles ``[F, 3]``.
+        num: Number of points.
+        generator: Optional RNG for the viewpoint and the rays (default: the
+            global torch RNG).
+        elevation: Range of the viewpoint's elevation, degrees.
+
+    Returns:
+        Points ``[num, 3]`` float64.
+    """
+    import open3d as o3d
+    _check_pos(mesh_pos, "mesh_pos")
+    if not isinstance(num, int) or isinstance(num, bool) or num <= 0:
+        raise ValueError(f"num must be a positive int, got {num!r}")
+    v = mesh_pos.detach().cpu().double().numpy()
+    f = mesh_face.detach().cpu().long().numpy()
+    centre = (v.min(0) + v.max(0)) / 2
+    radius = float(np.linalg.norm(v - centre, axis=1).max()) or 1.0
+    u = torch.rand(2, generator=generator, dtype=torch.float64).numpy()
+    az = 2 * np.pi * u[0]
+    el = np.deg2rad(elevation[0] + (elevation[1] - elevation[0]) * u[1])
+    d = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])  # towards the sensor
+    right = np.cross([0.0, 0.0, 1.0], d)
+    right /= np.linalg.norm(right)
+    up = np.cross(d, right)
+    scene = o3d.t.geometry.RaycastingScene(nthreads=1)
+    scene.add_triangles(o3d.core.Tensor(v.astype(np.float32)), o3d.core.Tensor(f.astype(np.uint32)))
+    hits: List[np.ndarray] = []
+    count, tries = 0, 0
+    while count < num:
+        if tries == 8:
+            raise ValueError("mesh_pos/mesh_face: the mesh is hit by too few rays (empty or degenerate)")
+        tries += 1
+        ab = (2 * torch.rand(4 * num, 2, generator=generator, dtype=torch.float64).numpy() - 1) * radius
+        origin = centre + 2 * radius * d + ab[:, :1] * right + ab[:, 1:] * up
+        rays = np.concatenate([origin, np.broadcast_to(-d, origin.shape)], 1).astype(np.float32)
+        t_hit = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy().astype(np.float64)
+        ok = np.isfinite(t_hit)
+        pts = origin[ok] - t_hit[ok, None] * d
+        hits.append(pts)
+        count += len(pts)
+    return torch.from_numpy(np.concatenate(hits)[:num])
+
+
 class SampleSurface(BaseTransform):
     r"""Replaces ``data.pos`` by :obj:`num` points sampled on the mesh
     (``mesh_pos``, ``mesh_face``) with :func:`sample_surface`; the mesh is kept.
@@ -384,3 +443,34 @@ class SampleSurface(BaseTransform):
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.num})"
+
+
+class RandomScan(BaseTransform):
+    r"""Replaces ``data.pos`` by a new single-view scan of the mesh
+    (:func:`scan_points` from a random viewpoint, same number of points, plus
+    Gaussian :obj:`noise`): every access sees the shape from another side, as
+    a sensor circling it would. The mesh and ``complete_pos`` are kept.
+
+    Args:
+        noise: Standard deviation of the noise added to the points.
+        generator: Optional RNG (default: the global torch RNG).
+    """
+
+    def __init__(self, noise: float = 0.005, generator: Optional[torch.Generator] = None) -> None:
+        if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not (0 <= noise < math.inf):
+            raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+        _check_generator(generator)
+        self.noise, self.generator = float(noise), generator
+
+    def forward(self, data: Data) -> Data:
+        if getattr(data, "mesh_pos", None) is None or getattr(data, "mesh_face", None) is None:
+            raise ValueError(f"RandomScan needs data.mesh_pos and data.mesh_face "
+                             f"(sample {getattr(data, 'sample_id', '?')!r} has no mesh)")
+        pts = scan_points(data.mesh_pos, data.mesh_face, data.pos.size(0), self.generator)
+        if self.noise > 0:
+            pts = pts + self.noise * torch.randn(pts.shape, generator=self.generator, dtype=pts.dtype)
+        data.pos = pts.to(data.pos.dtype)
+        return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(noise={self.noise})"

@@ -330,7 +330,9 @@ def cmpg_step(model: nn.Module, batch: Any, teacher: Optional[nn.Module] = None,
     r"""One CMPG batch: ``loss_weight * emd_loss(normalize_bbox(CMPG(f)),
     target, sqrt=sqrt)`` where ``f`` is ``batch.img_feat`` or, without it,
     ``teacher.features(batch.views)`` (no gradient), and the target is
-    :func:`cmpg_targets` of ``batch.pos``."""
+    :func:`cmpg_targets` of ``batch.pos``, or of ``batch.complete_pos``
+    (``[B, N, 3]``, the whole surface) when the batch has it, as
+    single-view scans do (the teacher's views show the whole shape)."""
     from ..datasets.transforms import normalize_bbox
     from ..ops import emd_loss
     feat = getattr(batch, "img_feat", None)
@@ -355,8 +357,18 @@ def cmpg_step(model: nn.Module, batch: Any, teacher: Optional[nn.Module] = None,
     if not isinstance(pred, Tensor) or pred.dim() != 3 or pred.size(-1) != 3:
         shape = tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__
         raise ValueError(f"the CMPG must return points [B, P, 3], got {shape}")
-    target = cmpg_targets(batch.pos, getattr(batch, "batch", None), pred.size(1),
-                          num_graphs=pred.size(0))
+    complete = getattr(batch, "complete_pos", None)
+    if isinstance(complete, Tensor):       # [B, N, 3]: the whole surface of a partial cloud
+        if complete.dim() != 3 or complete.size(0) != pred.size(0) or complete.size(-1) != 3:
+            raise ValueError(f"complete_pos must be [B, N, 3] with B = {pred.size(0)} (each "
+                             f"sample holds [1, N, 3]), got {tuple(complete.shape)}")
+        n = complete.size(1)
+        target = cmpg_targets(complete.reshape(-1, 3),
+                              torch.arange(pred.size(0), device=complete.device).repeat_interleave(n),
+                              pred.size(1), num_graphs=pred.size(0))
+    else:
+        target = cmpg_targets(batch.pos, getattr(batch, "batch", None), pred.size(1),
+                              num_graphs=pred.size(0))
     loss = emd_loss(normalize_bbox(pred), target.to(pred.dtype), reduction="mean", sqrt=sqrt)
     return loss_weight * loss, None, None
 
