@@ -411,6 +411,10 @@ def test_synthetic_scans_keep_the_whole_mesh_and_surface():
         SyntheticShapes("train", num_classes=2, samples_per_class=1, scan=1)
     with pytest.raises(ValueError, match="num"):
         synthetic_module.scan_points(a.mesh_pos, a.mesh_face, 0)
+    # A mesh no ray can hit (all faces degenerate) is named in the error.
+    flat = torch.zeros(3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="mesh_pos/mesh_face: 0 of 10 points"):
+        synthetic_module.scan_points(flat, torch.tensor([[0, 1, 2]]), 10)
 
 
 def test_random_scan_rescans_the_mesh_from_a_new_viewpoint():

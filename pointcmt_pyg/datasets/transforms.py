@@ -405,8 +405,10 @@ def scan_points(mesh_pos: torch.Tensor, mesh_face: torch.Tensor, num: int,
     hits: List[np.ndarray] = []
     count, tries = 0, 0
     while count < num:
-        if tries == 8:
-            raise ValueError("mesh_pos/mesh_face: the mesh is hit by too few rays (empty or degenerate)")
+        # A thin part seen edge-on takes more rounds of rays; a mesh that no ray hits is an error.
+        if (tries >= 8 and count == 0) or tries == 256:
+            raise ValueError(f"mesh_pos/mesh_face: {count} of {num} points hit after {tries * 4 * num} rays "
+                             "(an empty or degenerate mesh)")
         tries += 1
         ab = (2 * torch.rand(4 * num, 2, generator=generator, dtype=torch.float64).numpy() - 1) * radius
         origin = centre + 2 * radius * d + ab[:, :1] * right + ab[:, 1:] * up
