@@ -53,11 +53,11 @@ RUN_LABELS = {"baseline": "baseline", "baseline_ft": "plain fine-tune",
 #: Config fields per stage, recorded in each stage's ``settings.json``.
 STAGE_SETTINGS: Dict[str, Tuple[str, ...]] = {
     "data": ("data", "num_points", "val_fraction", "seed", "max_train", "synthetic_classes",
-             "synthetic_train_per_class", "synthetic_test_per_class", "synthetic_scan"),
+             "synthetic_train_per_class", "synthetic_test_per_class"),
     "teacher": ("teacher_points", "teacher_augment", "num_views", "image_size", "up", "backbone", "teacher_epochs",
                 "teacher_batch_size", "teacher_lr"),
     "cmpg": ("cmpg_points", "cmpg_epochs", "batch_size"),
-    "baseline": ("model", "epochs", "batch_size", "lr", "synthetic_rescan"),
+    "baseline": ("model", "epochs", "batch_size", "lr"),
     "pointcmt": ("recipe", "w_fe", "w_ce", "w_kd", "temperature", "w_proj",
                  "detach_teacher_logits", "warmup_epochs"),
 }
@@ -260,6 +260,10 @@ class PipelineConfig:
             keys.append("teacher_folds")   # likewise: runs without cross-fitting keep theirs
         if self.select != "val_oa" and stage in ("baseline", "baseline_ft", "pointcmt"):
             keys.append("select")    # likewise: runs selected on val_oa keep their settings
+        if self.data == "synthetic" and self.synthetic_scan:
+            keys.append("synthetic_scan")      # likewise: runs on whole surfaces keep theirs
+            if self.synthetic_rescan and stage in ("baseline", "baseline_ft", "pointcmt"):
+                keys.append("synthetic_rescan")
         return {k: getattr(self, k) for k in keys}
 
     def resolved(self) -> "PipelineConfig":

@@ -415,3 +415,17 @@ def test_cli_compile_flag_reaches_the_student_stage(monkeypatch, tmp_path):
             cli.main(["distill", "--baseline", "--data", "synthetic", "--synthetic-classes", "3",
                       "--epochs", "1", "--out", str(tmp_path / "b"), "--no-progress", *flag])
         assert seen.pop("compile") == expected
+
+
+def test_scan_settings_are_recorded_only_where_they_change_the_data():
+    whole = PipelineConfig(data="synthetic")
+    assert "synthetic_scan" not in whole.settings("teacher")        # whole-surface runs keep their settings
+    scan = PipelineConfig(data="synthetic", synthetic_scan=True, synthetic_rescan=True)
+    assert scan.settings("teacher")["synthetic_scan"] is True and "synthetic_rescan" not in scan.settings("cmpg")
+    assert scan.settings("baseline")["synthetic_rescan"] is True
+    assert scan.settings("pointcmt")["synthetic_rescan"] is True
+    assert "synthetic_scan" not in PipelineConfig(data="/some/folder", synthetic_scan=True).settings("teacher")
+    with pytest.raises(ValueError, match="synthetic_rescan needs synthetic_scan"):
+        PipelineConfig(synthetic_rescan=True).resolved()
+    with pytest.raises(ValueError, match="synthetic_scan"):
+        PipelineConfig(synthetic_scan="yes").resolved()
