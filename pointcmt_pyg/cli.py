@@ -1033,7 +1033,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        if not getattr(args, "no_progress", False):
+            return int(args.func(args) or 0)
+        from .pipeline import bars_disabled
+        with bars_disabled():          # as the pipeline: no bars, one line per epoch
+            args.no_progress = False
+            return int(args.func(args) or 0)
     except InputError as error:
         args._parser.error(str(error))
     return 2  # pragma: no cover - error() exits

@@ -25,6 +25,7 @@ Example:
     >>> from pointcmt_pyg.pipeline import PipelineConfig, run_pipeline
     >>> results = run_pipeline(PipelineConfig(data="synthetic", model="pointnet2"))
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -33,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch_geometric.data import Data
@@ -795,10 +796,19 @@ def run_pipeline(cfg: PipelineConfig,
     """
     if cfg.progress:
         return _run_pipeline(cfg, data)
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"         # no bars; per-epoch lines stay
-    try:
+    with bars_disabled():                    # no bars; per-epoch lines stay
         return _run_pipeline(cfg, data)
+
+
+@contextlib.contextmanager
+def bars_disabled() -> Iterator[None]:
+    r"""No tqdm progress bars inside (``TQDM_DISABLE=1``), while the trainers,
+    called with ``progress=True``, still print one line per epoch: what
+    ``--no-progress`` means in the pipeline and in every console command."""
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
     finally:
         if previous is None:
             os.environ.pop("TQDM_DISABLE", None)

@@ -153,6 +153,15 @@ def test_render_fills_the_cache_and_writes_a_montage(chain):
     assert "0 shapes rendered, 18 already cached" in again
 
 
+def test_no_progress_keeps_one_line_per_epoch(chain):
+    # --no-progress drops the bars, as in the pipeline, but every training command still says how each
+    # epoch went (a long `distill` in a log file is otherwise silent until it ends).
+    _, logs = chain
+    for name in ("teacher", "cmpg", "distill", "baseline"):
+        assert "epoch 1: train loss" in logs[name], name
+    assert "TQDM_DISABLE" not in os.environ           # the bars come back after the command
+
+
 def test_teacher_and_its_features(chain):
     root, logs = chain
     teacher = load_teacher(root / "teacher" / "teacher.pt")
