@@ -315,6 +315,7 @@ def test_modelnet10_pcd_counts(shared_data):
 # --------------------------------------------------------------------------- synthetic
 from pointcmt_pyg.datasets import synthetic as synthetic_module  # noqa: E402
 from pointcmt_pyg.datasets.synthetic import SYNTHETIC_CLASSES, SyntheticShapes  # noqa: E402
+from pointcmt_pyg.datasets.transforms import scan_points  # noqa: E402
 
 
 def test_synthetic_shapes_layout_and_labels():
@@ -370,7 +371,7 @@ def _unit_cube() -> tuple:
 
 def test_scan_points_sees_only_the_faces_towards_the_sensor():
     v, f = _unit_cube()
-    pts = synthetic_module.scan_points(v, f, 2000, torch.Generator().manual_seed(0))
+    pts = scan_points(v, f, 2000, torch.Generator().manual_seed(0))
     assert pts.shape == (2000, 3) and pts.dtype == torch.float64
     # Every point on the cube's surface: one coordinate at +-0.5, the others inside.
     on_face = (pts.abs() - 0.5).abs() < 1e-5
@@ -383,16 +384,16 @@ def test_scan_points_sees_only_the_faces_towards_the_sensor():
     assert not ((0, 1) in hit_sides and (0, -1) in hit_sides)
     assert not ((1, 1) in hit_sides and (1, -1) in hit_sides)
     # Deterministic given the generator's seed; another seed, another viewpoint.
-    again = synthetic_module.scan_points(v, f, 2000, torch.Generator().manual_seed(0))
+    again = scan_points(v, f, 2000, torch.Generator().manual_seed(0))
     assert torch.equal(pts, again)
-    other = synthetic_module.scan_points(v, f, 2000, torch.Generator().manual_seed(1))
+    other = scan_points(v, f, 2000, torch.Generator().manual_seed(1))
     assert not torch.equal(pts, other)
 
 
 def test_scan_points_from_straight_above_sees_only_the_top():
     v, f = _unit_cube()
     gen = torch.Generator().manual_seed(3)
-    pts = synthetic_module.scan_points(v, f, 20000, gen, elevation=(90.0, 90.0))  # straight down
+    pts = scan_points(v, f, 20000, gen, elevation=(90.0, 90.0))  # straight down
     assert bool(((pts[:, 2] - 0.5).abs() < 1e-5).all())  # only the top face is seen
 
 
@@ -410,11 +411,11 @@ def test_synthetic_scans_keep_the_whole_mesh_and_surface():
     with pytest.raises(TypeError, match="scan"):
         SyntheticShapes("train", num_classes=2, samples_per_class=1, scan=1)
     with pytest.raises(ValueError, match="num"):
-        synthetic_module.scan_points(a.mesh_pos, a.mesh_face, 0)
+        scan_points(a.mesh_pos, a.mesh_face, 0)
     # A mesh no ray can hit (all faces degenerate) is named in the error.
     flat = torch.zeros(3, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="mesh_pos/mesh_face: 0 of 10 points"):
-        synthetic_module.scan_points(flat, torch.tensor([[0, 1, 2]]), 10)
+        scan_points(flat, torch.tensor([[0, 1, 2]]), 10)
 
 
 def test_random_scan_rescans_the_mesh_from_a_new_viewpoint():
@@ -433,7 +434,7 @@ def test_random_scan_rescans_the_mesh_from_a_new_viewpoint():
     torch.testing.assert_close(a.complete_pos, data.complete_pos)   # the CMPG target is kept
     gen = torch.Generator().manual_seed(4)
     exact = RandomScan(noise=0.0, generator=gen)(data).pos
-    ref = synthetic_module.scan_points(data.mesh_pos, data.mesh_face, 300, torch.Generator().manual_seed(4))
+    ref = scan_points(data.mesh_pos, data.mesh_face, 300, torch.Generator().manual_seed(4))
     torch.testing.assert_close(exact, ref.float())
     with pytest.raises(ValueError, match="mesh"):
         from torch_geometric.data import Data

@@ -36,9 +36,9 @@ import torch
 from torch_geometric.data import Data
 
 from .base import PointCloudDataset, make_data, shallow, stable_seed
-from .transforms import sample_surface, scan_points
+from .transforms import RandomScan, sample_surface
 
-__all__ = ["SyntheticShapes", "SYNTHETIC_CLASSES", "make_shape", "scan_points"]
+__all__ = ["SyntheticShapes", "SYNTHETIC_CLASSES", "make_shape"]
 
 Mesh = Tuple[np.ndarray, np.ndarray]  # vertices [V, 3] float64, faces [F, 3] int64
 
@@ -461,7 +461,7 @@ class SyntheticShapes(PointCloudDataset):
         seed: Base seed; same arguments give identical samples.
         noise: Standard deviation of the Gaussian noise added to the points
             (in units of the normalised box, whose longest side is 1).
-        scan (bool): Points from a single-view scan (:func:`scan_points`:
+        scan (bool): Points from a single-view scan (:func:`~pointcmt_pyg.datasets.transforms.scan_points`:
             only the side facing one random viewpoint, as a depth sensor
             sees it) instead of the whole surface. The mesh, which the
             teacher's views are rendered from, stays whole, and
@@ -519,9 +519,8 @@ class SyntheticShapes(PointCloudDataset):
             pos = pos + self.noise * torch.randn(pos.shape, generator=gen, dtype=pos.dtype)
         if not self.scan:
             return make_data(pos, label, sid, mesh_pos, mesh_face)
-        scan = scan_points(mesh_pos, mesh_face, self.num_points, gen)
-        if self.noise > 0:
-            scan = scan + self.noise * torch.randn(scan.shape, generator=gen, dtype=scan.dtype)
+        # One scan of the float64 mesh, drawn from the shape's own RNG.
+        scan = RandomScan(self.noise, generator=gen)(Data(pos=pos, mesh_pos=mesh_pos, mesh_face=mesh_face)).pos
         return make_data(scan, label, sid, mesh_pos, mesh_face,
                          complete_pos=pos.to(torch.float32).unsqueeze(0).contiguous())
 
