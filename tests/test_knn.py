@@ -357,3 +357,66 @@ def test_same_result_on_any_number_of_threads():
         torch.set_num_threads(before)
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+_ISA_CHILD = r"""
+import sys
+import numpy as np
+import torch
+sys.path.insert(0, sys.argv[1])
+import pointcmt_pyg.ops  # noqa: F401  (loads the extension)
+from pointcmt_pyg.ops import _reference
+from test_knn import grid_clouds
+checked = 0
+for dtype in (torch.float32, torch.float64):
+    for kind in ("uniform", "clusters", "duplicates", "outliers", "flat"):
+        for dim in (2, 3):
+            x, counts = grid_clouds(kind, dim, dtype, seed=dim + 10)
+            px = torch.tensor(np.cumsum([0] + counts))
+            y = x.clone()
+            y[1::3] = y[1::3] * 1.01 + 0.003
+            for k in (1, 20, 40, 200):
+                want = _reference.knn_reference(x, y, px, px, k, False)
+                got = torch.ops.pointcmt.knn(x, y, px, px, k, False)
+                assert torch.equal(got[1], want[1]), (kind, dim, k, dtype)
+                assert torch.equal(got[0], want[0]), (kind, dim, k, dtype)
+                checked += 1
+print("checked", checked)
+"""
+
+
+@pytest.mark.skipif(ops.backend() != "extension",
+                    reason="compiled grid search vs the reference: nothing to compare "
+                           "on the reference path")
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
+def test_grid_selection_is_exact_on_every_instruction_set(isa):
+    # The float32 grid search picks the k nearest of a block with a threshold
+    # pass and a rank count in a scalar, an AVX2 and an AVX-512 form (the
+    # widest the CPU has, capped by POINTCMT_CPU_ISA, read once per process:
+    # hence a child process per cap). Each must give the reference's indices
+    # and distances, ties to the lower index, through the ranked path (few
+    # candidates) and the insertion path (k = 200: over the ranked limit).
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, POINTCMT_CPU_ISA=isa, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _ISA_CHILD, root], env=env, capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)), timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "checked 80" in out.stdout
+
+
+@pytest.mark.skipif(ops.backend() != "extension", reason="the variable is read by the compiled kernels")
+def test_unknown_instruction_set_cap_is_a_clear_error():
+    import os
+    import subprocess
+    import sys
+    code = ("import torch, pointcmt_pyg.ops as ops\n"
+            "x = torch.rand(500, 3)\n"
+            "ops.knn(x, x, 4)\n")
+    env = dict(os.environ, POINTCMT_CPU_ISA="sse9")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode != 0
+    assert "POINTCMT_CPU_ISA must be scalar, avx2 or avx512, got 'sse9'" in out.stderr

@@ -13,6 +13,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <vector>
 
 // Never fuse a*b+c into one rounding (it would break bit-identity with the
@@ -32,6 +35,43 @@ namespace cpu {
 #else
 #define POINTCMT_MULTIVERSION
 #endif
+
+// Instruction sets of the hand-vectorised paths (kNN's selection), narrowest
+// first.
+enum class CpuIsa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// The widest of them this CPU runs (x86-64 with GCC or Clang; scalar
+// elsewhere), capped by the environment variable POINTCMT_CPU_ISA=scalar,
+// avx2 or avx512 when it is set (read on first use; the tests run every path
+// through it). The paths give identical results.
+inline CpuIsa cpu_isa() {
+  static const CpuIsa isa = [] {
+    CpuIsa best = CpuIsa::kScalar;
+#if !defined(POINTCMT_NO_MV) && defined(__GNUC__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) best = CpuIsa::kAvx2;
+    if (best == CpuIsa::kAvx2 && __builtin_cpu_supports("avx512f")) best = CpuIsa::kAvx512;
+#endif
+    const char* cap = std::getenv("POINTCMT_CPU_ISA");
+    if (cap != nullptr && *cap != '\0') {
+      const std::string name(cap);
+      CpuIsa limit;
+      if (name == "scalar") {
+        limit = CpuIsa::kScalar;
+      } else if (name == "avx2") {
+        limit = CpuIsa::kAvx2;
+      } else if (name == "avx512") {
+        limit = CpuIsa::kAvx512;
+      } else {
+        TORCH_CHECK(false, "pointcmt: the environment variable POINTCMT_CPU_ISA must be scalar, avx2 or avx512, got '",
+                    name, "'");
+      }
+      best = std::min(best, limit);
+    }
+    return best;
+  }();
+  return isa;
+}
 
 inline void check_points_tensor(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "pointcmt: '", name, "' must be a CPU tensor");

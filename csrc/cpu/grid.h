@@ -233,7 +233,7 @@ struct PointGrid {
 };
 
 // Sorted (distance, row) list of the k best seen so far, lexicographic order,
-// kept directly in the query's output row.
+// kept directly in the query's output row; finish() pads the rest of the row.
 template <typename scalar_t>
 struct TopK {
   int64_t k = 0, filled = 0;
@@ -264,7 +264,12 @@ struct TopK {
     dist[pos] = d;
     idx[pos] = i;
   }
-  void finish() {}
+  // Pads the row past the neighbours found (a cloud of fewer than k points)
+  // with (+inf, -1).
+  void finish() {
+    std::fill(dist + filled, dist + k, std::numeric_limits<scalar_t>::infinity());
+    std::fill(idx + filled, idx + k, int64_t(-1));
+  }
 };
 
 // The same list for float32 as one sorted array of 64-bit keys: the distance's
@@ -297,8 +302,8 @@ struct PackedTopK {
     std::memcpy(&d, &bits, sizeof(d));
     return d;
   }
-  void offer(float d, int64_t i) {
-    const int64_t key = key_of(d, i - first);
+  void offer(float d, int64_t i) { offer_key(key_of(d, i - first)); }
+  void offer_key(int64_t key) {
     int64_t* kk = keys.data();
     int64_t pos;
     if (filled < k) {
@@ -314,12 +319,22 @@ struct PackedTopK {
     }
     kk[pos] = key;
   }
+  // Fills an empty list at once with the min(n, k) smallest of n distinct
+  // candidate keys: select(candidates, n, keep, out) writes the `keep`
+  // smallest, sorted, to out.
+  template <typename Select>
+  void assign_ranked(const int64_t* candidates, int64_t n, Select select) {
+    filled = std::min(n, k);
+    select(candidates, n, filled, keys.data());
+  }
   void finish() {
     for (int64_t j = 0; j < filled; ++j) {
       const uint32_t bits = static_cast<uint32_t>(keys[j] >> 32);
       std::memcpy(dist + j, &bits, sizeof(float));
       idx[j] = first + (keys[j] & 0xFFFFFFFFll);
     }
+    std::fill(dist + filled, dist + k, std::numeric_limits<float>::infinity());
+    std::fill(idx + filled, idx + k, int64_t(-1));
   }
 };
 
