@@ -106,8 +106,9 @@ constexpr int64_t kVectorSlack = 16;
 // ascending order, and returns how many (picked needs count + kVectorSlack
 // entries).
 using SelectWithin = int64_t (*)(const float*, int64_t, float, uint32_t*);
-// Writes the `keep` smallest of the n distinct keys, sorted, to out;
-// keys[n, n + 7] must hold INT64_MAX.
+// Writes the `keep` smallest of the n distinct keys, sorted, to out (the
+// rank of a key is the number of keys below it); keys[n, n + 7] must hold
+// INT64_MAX.
 using RankSelect = void (*)(const int64_t*, int64_t, int64_t, int64_t*);
 
 int64_t select_within_scalar(const float* dist, int64_t count, float threshold, uint32_t* picked) {
@@ -161,15 +162,38 @@ __attribute__((target("avx2,popcnt"))) int64_t select_within_avx2(const float* d
   return m;
 }
 
-__attribute__((target("avx2,popcnt"))) void rank_select_avx2(const int64_t* keys, int64_t n, int64_t keep, int64_t* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const __m256i key = _mm256_set1_epi64x(keys[i]);
-    __m256i below = _mm256_setzero_si256();  // -1 per key below, per lane
-    for (int64_t j = 0; j < n; j += 4)
-      below = _mm256_add_epi64(below, _mm256_cmpgt_epi64(key, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + j))));
-    const __m128i half = _mm_add_epi64(_mm256_castsi256_si128(below), _mm256_extracti128_si256(below, 1));
-    const int64_t rank = -(_mm_cvtsi128_si64(half) + _mm_extract_epi64(half, 1));
-    if (rank < keep) out[rank] = keys[i];
+// Ranks keys[i0, i0 + 4 V) against the n keys (V vectors of 4 at once: one
+// broadcast and V compares per key, no horizontal sums) and writes those of
+// rank < keep. Lanes past n hold INT64_MAX: their rank is n >= keep.
+template <int V>
+__attribute__((target("avx2"))) inline void rank_group_avx2(const int64_t* keys, int64_t n, int64_t i0,
+                                                            int64_t keep, int64_t* out) {
+  __m256i mine[V], below[V];  // below: -1 per smaller key
+  for (int v = 0; v < V; ++v) {
+    mine[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + i0 + 4 * v));
+    below[v] = _mm256_setzero_si256();
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const __m256i other = _mm256_set1_epi64x(keys[j]);
+    for (int v = 0; v < V; ++v) below[v] = _mm256_add_epi64(below[v], _mm256_cmpgt_epi64(mine[v], other));
+  }
+  alignas(32) int64_t rank[4 * V], key[4 * V];
+  for (int v = 0; v < V; ++v) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(rank + 4 * v), _mm256_sub_epi64(_mm256_setzero_si256(), below[v]));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(key + 4 * v), mine[v]);
+  }
+  for (int l = 0; l < 4 * V; ++l)
+    if (rank[l] < keep) out[rank[l]] = key[l];
+}
+
+__attribute__((target("avx2"))) void rank_select_avx2(const int64_t* keys, int64_t n, int64_t keep, int64_t* out) {
+  int64_t i0 = 0;
+  for (; n - i0 > 12; i0 += 16) rank_group_avx2<4>(keys, n, i0, keep, out);
+  switch ((n - i0 + 3) / 4) {
+    case 3: rank_group_avx2<3>(keys, n, i0, keep, out); break;
+    case 2: rank_group_avx2<2>(keys, n, i0, keep, out); break;
+    case 1: rank_group_avx2<1>(keys, n, i0, keep, out); break;
+    default: break;
   }
 }
 
@@ -188,14 +212,35 @@ __attribute__((target("avx512f,popcnt"))) int64_t select_within_avx512(const flo
   return m;
 }
 
-__attribute__((target("avx512f,popcnt"))) void rank_select_avx512(const int64_t* keys, int64_t n, int64_t keep,
+// As rank_group_avx2, 8 keys per vector; the kept ones are scattered.
+template <int V>
+__attribute__((target("avx512f"))) inline void rank_group_avx512(const int64_t* keys, int64_t n, int64_t i0,
+                                                                 int64_t keep, int64_t* out) {
+  __m512i mine[V], rank[V];
+  for (int v = 0; v < V; ++v) {
+    mine[v] = _mm512_loadu_si512(keys + i0 + 8 * v);
+    rank[v] = _mm512_setzero_si512();
+  }
+  const __m512i one = _mm512_set1_epi64(1);
+  for (int64_t j = 0; j < n; ++j) {
+    const __m512i other = _mm512_set1_epi64(keys[j]);
+    for (int v = 0; v < V; ++v)
+      rank[v] = _mm512_mask_add_epi64(rank[v], _mm512_cmplt_epi64_mask(other, mine[v]), rank[v], one);
+  }
+  const __m512i limit = _mm512_set1_epi64(keep);
+  for (int v = 0; v < V; ++v)
+    _mm512_mask_i64scatter_epi64(out, _mm512_cmplt_epi64_mask(rank[v], limit), rank[v], mine[v], 8);
+}
+
+__attribute__((target("avx512f"))) void rank_select_avx512(const int64_t* keys, int64_t n, int64_t keep,
                                                             int64_t* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const __m512i key = _mm512_set1_epi64(keys[i]);
-    int64_t rank = 0;
-    for (int64_t j = 0; j < n; j += 8)
-      rank += __builtin_popcount(_mm512_cmplt_epi64_mask(_mm512_loadu_si512(keys + j), key));
-    if (rank < keep) out[rank] = keys[i];
+  int64_t i0 = 0;
+  for (; n - i0 > 24; i0 += 32) rank_group_avx512<4>(keys, n, i0, keep, out);
+  switch ((n - i0 + 7) / 8) {
+    case 3: rank_group_avx512<3>(keys, n, i0, keep, out); break;
+    case 2: rank_group_avx512<2>(keys, n, i0, keep, out); break;
+    case 1: rank_group_avx512<1>(keys, n, i0, keep, out); break;
+    default: break;
   }
 }
 #endif
