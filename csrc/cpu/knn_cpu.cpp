@@ -42,6 +42,7 @@ constexpr int64_t kBlock = 256;
 constexpr int64_t kChunk = 16;
 constexpr int64_t kGrain = 64;            // queries per parallel chunk
 constexpr int64_t kGridMinPoints = 64;    // below this many points in all, brute force
+constexpr int64_t kAhead = 4;             // grid queries: prefetch distance
 
 template <typename scalar_t>
 POINTCMT_MULTIVERSION scalar_t block_min(const scalar_t* __restrict v, int64_t count) {
@@ -367,6 +368,14 @@ void knn_grid_queries(Team& team, const PointGrid<scalar_t>& grid, const scalar_
     for (int64_t slot = begin; slot < end; ++slot) {
       while (slot >= ptr_y[b + 1]) ++b;  // `order` keeps the queries of a cloud together
       const int64_t i = order[slot];
+      if (slot + kAhead < end) {
+        // Queries run in cell order, so their coordinates and output rows are
+        // scattered in memory: fetch those of a later query now.
+        const int64_t later = order[slot + kAhead];
+        __builtin_prefetch(y + later * dim);
+        __builtin_prefetch(out_dist + later * k, 1);
+        __builtin_prefetch(out_idx + later * k, 1);
+      }
       const CloudGrid& c = grid.clouds[b];
       if (c.n == 0) {  // a row of (+inf, -1)
         top.reset(out_dist + i * k, out_idx + i * k, c.first);
