@@ -1036,9 +1036,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not getattr(args, "no_progress", False):
             return int(args.func(args) or 0)
         from .pipeline import bars_disabled
-        with bars_disabled():          # as the pipeline: no bars, one line per epoch
-            args.no_progress = False
-            return int(args.func(args) or 0)
+        # As the pipeline: no bars (TQDM_DISABLE), but the trainers still print one
+        # line per epoch, so the command runs with progress on, on a copy of args.
+        quiet_args = argparse.Namespace(**{**vars(args), "no_progress": False})
+        with bars_disabled():
+            return int(args.func(quiet_args) or 0)
     except InputError as error:
         args._parser.error(str(error))
     return 2  # pragma: no cover - error() exits
