@@ -117,6 +117,26 @@ def test_trainer_bf16_autocasts_the_forward_and_learns():
     assert isinstance(history["val_oa"][-1], float)
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_trainer_warns_about_bf16_on_a_cpu_that_emulates_it(monkeypatch, native):
+    # An AVX2-only CPU runs bf16 autocast through oneDNN's emulation, many times slower than float32:
+    # the trainer says so (and names the way out) instead of silently crawling.
+    import warnings
+    from pointcmt_pyg.train import trainer as trainer_module
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: native)
+    model = _Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer_module.Trainer(model, optimizer, device="cpu", progress=False, precision="bf16")
+        trainer_module.Trainer(model, optimizer, device="cpu", progress=False, precision="32")
+    slow = [w for w in caught if "without native bfloat16" in str(w.message)]
+    assert len(slow) == (0 if native else 1)
+    if not native:
+        assert slow[0].category is RuntimeWarning and "precision='32'" in str(slow[0].message)
+    assert isinstance(trainer_module.cpu_has_native_bf16(), bool)
+
+
 def test_trainer_rejects_an_unknown_precision():
     from pointcmt_pyg.train import Trainer
     model = _Net()
