@@ -123,6 +123,7 @@ def test_trainer_warns_about_bf16_on_a_cpu_that_emulates_it(monkeypatch, native)
     # the trainer says so (and names the way out) instead of silently crawling.
     import warnings
     from pointcmt_pyg.train import trainer as trainer_module
+    assert isinstance(trainer_module.cpu_has_native_bf16(), bool)      # the real probe, on this CPU
     monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: native)
     model = _Net()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -134,7 +135,6 @@ def test_trainer_warns_about_bf16_on_a_cpu_that_emulates_it(monkeypatch, native)
     assert len(slow) == (0 if native else 1)
     if not native:
         assert slow[0].category is RuntimeWarning and "precision='32'" in str(slow[0].message)
-    assert isinstance(trainer_module.cpu_has_native_bf16(), bool)
 
 
 def test_trainer_rejects_an_unknown_precision():
