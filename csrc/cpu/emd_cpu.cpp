@@ -112,9 +112,10 @@ inline T value_at(const T* __restrict pts, int64_t n, int64_t dim, const T* __re
 // Smallest and second smallest value(j) over j in [0, n) and the first index of
 // the smallest. DIM > 0 fixes the dimension at compile time (0: runtime `dim`).
 template <typename T, int DIM, int VB>
-__attribute__((always_inline)) inline void best_two_body(const T* __restrict pts, int64_t n, int64_t dim, const T* __restrict q,
-                               const T* __restrict off, T* __restrict w1_out, T* __restrict w2_out,
-                               int64_t* __restrict j1_out) {
+__attribute__((always_inline)) inline void best_two_body(const T* __restrict pts, int64_t n, int64_t dim,
+                                                         const T* __restrict q, const T* __restrict off,
+                                                         T* __restrict w1_out, T* __restrict w2_out,
+                                                         int64_t* __restrict j1_out) {
   const int64_t D = DIM > 0 ? DIM : dim;
   const T inf = std::numeric_limits<T>::infinity();
   T w1 = inf, w2 = inf;
@@ -193,8 +194,8 @@ __attribute__((always_inline)) inline void best_two_body(const T* __restrict pts
 
 // min_j value(j).
 template <typename T, int DIM, int VB>
-__attribute__((always_inline)) inline T min_value_body(const T* __restrict pts, int64_t n, int64_t dim, const T* __restrict q,
-                             const T* __restrict off) {
+__attribute__((always_inline)) inline T min_value_body(const T* __restrict pts, int64_t n, int64_t dim,
+                                                       const T* __restrict q, const T* __restrict off) {
   const int64_t D = DIM > 0 ? DIM : dim;
   T best = std::numeric_limits<T>::infinity();
   int64_t j = 0;
