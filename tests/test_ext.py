@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -137,3 +138,45 @@ def test_cpu_only_build_answers_cuda_dispatch_like_the_cpu_kernels():
     cpu_cost = torch.ops.pointcmt.emd.default(a, b, 1e-3, 100000)[0].double().sum(1)
     cost = dist.double().sum(1)
     assert torch.all((cost - cpu_cost).abs() <= gap.double() + 1e-3 * cpu_cost + 1e-6)
+
+
+def _touch(path, mtime):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("x")
+    os.utime(path, (mtime, mtime))
+
+
+def test_sources_newer_than_lists_only_sources_changed_after_the_build(tmp_path):
+    csrc = tmp_path / "csrc"
+    library = tmp_path / "pointcmt_pyg" / "_C.so"
+    _touch(library, 1000)
+    _touch(csrc / "pointcmt.cpp", 900)
+    _touch(csrc / "cpu" / "emd_cpu.cpp", 1100)
+    _touch(csrc / "cuda" / "kernels" / "knn.cuh", 1200)
+    _touch(csrc / "cpu" / "notes.txt", 1300)          # not a source
+    assert _ext.sources_newer_than(str(library), str(csrc)) == [
+        str(csrc / "cuda" / "kernels" / "knn.cuh"), str(csrc / "cpu" / "emd_cpu.cpp")]
+    os.utime(library, (1500, 1500))                   # rebuilt
+    assert _ext.sources_newer_than(str(library), str(csrc)) == []
+    assert _ext.sources_newer_than(str(library), str(tmp_path / "nowhere")) == []   # an installed wheel
+    assert _ext.sources_newer_than(str(tmp_path / "missing.so"), str(csrc)) == []
+
+
+def test_a_stale_in_place_build_warns_and_names_the_newest_source(tmp_path, monkeypatch):
+    import types
+
+    import pointcmt_pyg
+
+    library = tmp_path / "pointcmt_pyg" / "_C.so"
+    _touch(library, 1000)
+    _touch(tmp_path / "csrc" / "cpu" / "fps_cpu.cpp", 900)
+    fake = types.ModuleType("pointcmt_pyg._C")
+    fake.__file__ = str(library)
+    monkeypatch.setattr(pointcmt_pyg, "_C", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "pointcmt_pyg._C", fake)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _ext._warn_if_stale()                          # up to date: silent
+    _touch(tmp_path / "csrc" / "cpu" / "fps_cpu.cpp", 1100)
+    with pytest.warns(UserWarning, match=r"older than 1 of their sources \(newest: csrc/cpu/fps_cpu.cpp\).*make setup"):
+        _ext._warn_if_stale()

@@ -9,12 +9,18 @@ Environment:
     POINTCMT_DISABLE_EXT=1: ignore a built extension and use the references.
     POINTCMT_EXT_PATH=/path/_C.so: load the extension from this file instead
         (development builds, see ``tools/dev_build.py``).
+
+In a source checkout (``csrc/`` beside the package, as after ``pip install -e .``)
+an in-place ``_C.so`` older than any of its sources is still loaded, but with a
+warning naming the newest source: it runs the kernels as they were when it was
+built, not as the checkout has them (``make setup`` rebuilds it).
 """
 from __future__ import annotations
 
+import glob
 import os
 import warnings
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -68,6 +74,44 @@ def _load_extension() -> bool:
     return True
 
 
+#: Source files whose change needs a rebuild of the extension.
+SOURCE_PATTERNS: Tuple[str, ...] = ("*.cpp", "*.h", "*/*.cpp", "*/*.h", "*/*.cu", "*/*.cuh", "*/*/*.cuh")
+
+
+def sources_newer_than(library: str, csrc: str) -> List[str]:
+    """The extension's sources under ``csrc`` modified after ``library`` was
+    written, newest first (empty when ``csrc`` or ``library`` does not exist).
+
+    Args:
+        library (str): Path of the built extension (``pointcmt_pyg/_C*.so``).
+        csrc (str): The source tree it was built from (the checkout's ``csrc/``).
+    """
+    if not (os.path.isdir(csrc) and os.path.isfile(library)):
+        return []
+    built = os.path.getmtime(library)
+    sources = {path for pattern in SOURCE_PATTERNS for path in glob.glob(os.path.join(csrc, pattern))}
+    newer = [(os.path.getmtime(path), path) for path in sources if os.path.getmtime(path) > built]
+    return [path for _, path in sorted(newer, reverse=True)]
+
+
+def _warn_if_stale() -> None:
+    """Warns when the in-place extension of a source checkout predates its sources."""
+    from pointcmt_pyg import _C
+
+    library = getattr(_C, "__file__", None)
+    if not library:
+        return
+    csrc = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(library))), "csrc")
+    newer = sources_newer_than(library, csrc)
+    if newer:
+        warnings.warn(
+            f"pointcmt_pyg: the compiled ops ({library}) are older than {len(newer)} of their sources "
+            f"(newest: {os.path.relpath(newer[0], os.path.dirname(csrc))}); they run the kernels as built, "
+            "not as the checkout has them. Rebuild with `make setup` (or `pip install --no-build-isolation -e .`).",
+            stacklevel=3,
+        )
+
+
 def _define_reference_library() -> None:
     """Declares the schemas in Python and registers the pure-torch references."""
     global _PY_LIBRARY
@@ -109,6 +153,8 @@ def has_cuda_kernels() -> bool:
 _COMPILED_CUDA_OPS: Tuple[str, ...] = ()
 if _load_extension():
     _BACKEND = "extension"
+    if not os.environ.get("POINTCMT_EXT_PATH") and not _truthy("POINTCMT_QUIET"):
+        _warn_if_stale()
     _COMPILED_CUDA_OPS = tuple(sorted(
         name for name in SCHEMAS
         if torch._C._dispatch_has_kernel_for_dispatch_key(f"pointcmt::{name}", "CUDA")))
