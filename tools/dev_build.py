@@ -29,7 +29,9 @@ def main() -> None:
         cpu = sorted(glob.glob(os.path.join(csrc, "cpu", "*.cpp")))
         cu = sorted(glob.glob(os.path.join(csrc, "cuda", "*.cu")))
     else:
-        cpu = [os.path.join(csrc, "cpu", f"{op}_cpu.cpp") for op in args.ops]
+        # the ops' own files plus the shared helpers every op links against (cpu/parallel.cpp)
+        shared = [f for f in sorted(glob.glob(os.path.join(csrc, "cpu", "*.cpp"))) if not f.endswith("_cpu.cpp")]
+        cpu = [os.path.join(csrc, "cpu", f"{op}_cpu.cpp") for op in args.ops] + shared
         cu = [os.path.join(csrc, "cuda", f"{op}_cuda.cu") for op in args.ops]
     sources = [os.path.join(csrc, "pointcmt.cpp")] + cpu + (cu if args.cuda else [])
     os.makedirs(args.out, exist_ok=True)
