@@ -90,8 +90,8 @@ def sources_newer_than(library: str, csrc: str) -> List[str]:
         return []
     built = os.path.getmtime(library)
     sources = {path for pattern in SOURCE_PATTERNS for path in glob.glob(os.path.join(csrc, pattern))}
-    newer = [(os.path.getmtime(path), path) for path in sources if os.path.getmtime(path) > built]
-    return [path for _, path in sorted(newer, reverse=True)]
+    changed = sorted(((os.path.getmtime(path), path) for path in sources), reverse=True)
+    return [path for mtime, path in changed if mtime > built]
 
 
 def _warn_if_stale() -> None:
