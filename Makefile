@@ -27,7 +27,8 @@ $(VENV)/.deps: requirements-dev.txt
 	$(PY) -m pip install -r requirements-dev.txt
 	touch $@
 
-$(VENV)/.built: $(VENV)/.deps setup.py $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
+# The sources of the extension (pointcmt_pyg/ops/_ext.py SOURCE_PATTERNS warns at import about the same set).
+$(VENV)/.built: $(VENV)/.deps setup.py $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh csrc/*/*/*.cuh)
 	FORCE_CUDA=$(FORCE_CUDA) CUDA_HOME=$(CUDA_HOME) CPATH="$$(ls -d $(abspath $(VENV))/lib/python3*/site-packages/nvidia/cu13/include 2>/dev/null | head -n1)" \
 	  TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" MAX_JOBS=$(MAX_JOBS) \
 	  $(PY) -m pip install --no-build-isolation --no-deps -e .
