@@ -74,7 +74,7 @@ def _load_extension() -> bool:
     return True
 
 
-#: Source files whose change needs a rebuild of the extension.
+#: Source files whose change needs a rebuild of the extension (the Makefile's setup rule lists the same set).
 SOURCE_PATTERNS: Tuple[str, ...] = ("*.cpp", "*.h", "*/*.cpp", "*/*.h", "*/*.cu", "*/*.cuh", "*/*/*.cuh")
 
 
