@@ -1,6 +1,6 @@
 """gather_max against the block path it replaces in the dense EdgeConv of a one-linear MLP.
 
-Block path: ``index_select`` of the centre and neighbour rows, add, ``slot_max`` (``models._dense``'s
+Block path: ``index_select`` of the centre and neighbour rows, add, ``segment_max`` (``models._dense``'s
 general path); ``gather_max`` path: ``a + gather_max(b, slots)``. Same inputs, timed round robin in one
 process, median of ``--repeat`` forward and backward calls::
 
@@ -34,8 +34,8 @@ def main() -> None:
     slots = torch.randint(0, n, (n, k))
 
     def block_path():
-        centre, neighbour, flat, width = slot_edges(slots)
-        return max_over_slots(a.index_select(0, centre) + b.index_select(0, neighbour), n, width, flat)
+        centre, neighbour, ptr = slot_edges(slots)
+        return max_over_slots(a.index_select(0, centre) + b.index_select(0, neighbour), ptr)
 
     def gather_path():
         return a + gather_max(b, slots)[0]

@@ -62,6 +62,18 @@ TORCH_LIBRARY(pointcmt, m) {
   // and 0 elsewhere.
   m.def("slot_max_backward(Tensor grad, Tensor slot, int width) -> Tensor");
 
+  // Max over the rows of every segment of a CSR layout: src (E, C), ptr
+  // (M + 1) int64 offsets (ptr[0] = 0, ptr[M] = E, non-decreasing). Returns
+  // (values (M, C), arg (M, C) int64): the first row of segment m (rows
+  // ptr[m] .. ptr[m + 1] - 1) reaching the maximum (a NaN wins, the first NaN,
+  // as in torch.max); an empty segment gets value 0 and arg -1. The dense
+  // students' max over the contiguous edges of every centre.
+  m.def("segment_max(Tensor src, Tensor ptr) -> (Tensor, Tensor)");
+
+  // The backward of segment_max: (num_rows = E, C), grad[m, c] at row
+  // arg[m, c] and 0 elsewhere.
+  m.def("segment_max_backward(Tensor grad, Tensor arg, Tensor ptr, int num_rows) -> Tensor");
+
   // Max over the gathered rows values[slots[m, k]] (k with slots[m, k] >= 0)
   // of each centre m: the dense EdgeConv whose MLP is one linear layer,
   // max_j (a_i + b_j) = a_i + max_j b_j, without the (M, K, C) block.

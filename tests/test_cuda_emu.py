@@ -380,6 +380,65 @@ def test_device_slot_max_matches_the_emulator(emu, dtype):
         assert torch.equal(device_grad.cpu(), want)
 
 
+def _segment_cases(dtype):
+    """(src [E, C], ptr [M + 1]) for segment_max: ragged segments with empty
+    ones (also first and last), ties on a coarse lattice, NaNs, and more
+    (segment, channel) pairs than one thread block."""
+    g = torch.Generator().manual_seed(6)
+    counts = torch.randint(0, 30, (41,), generator=g)
+    counts[[0, 9, 40]] = 0
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    ragged = torch.randn(int(counts.sum()), 64, generator=g, dtype=torch.float64).to(dtype)
+    ties = torch.randint(0, 3, (int(counts.sum()), 7), generator=g).to(dtype)
+    nans = torch.randn(int(counts.sum()), 5, generator=g, dtype=torch.float64).to(dtype)
+    nans[3, 1] = nans[4, 1] = nans[100, 4] = float("nan")
+    single = torch.randn(300, 3, generator=g, dtype=torch.float64).to(dtype)
+    return [(ragged, ptr), (ties, ptr), (nans, ptr), (single, torch.arange(301))]
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_segment_max_on_the_emulator_matches_the_cpu_op(emu, seed, dtype):
+    suffix = "f32" if dtype == torch.float32 else "f64"
+    forward = getattr(emu, f"emu_segment_max_{suffix}")
+    backward = getattr(emu, f"emu_segment_max_backward_{suffix}")
+    for src, ptr in _segment_cases(dtype):
+        m, c = ptr.numel() - 1, src.shape[1]
+        want_values, want_arg = torch.ops.pointcmt.segment_max(src, ptr)
+        values = torch.full((m, c), -7.0, dtype=dtype)
+        arg = torch.full((m, c), -7, dtype=torch.long)
+        emu.emu_set_seed(seed)
+        _check(emu, forward(_p(src), _p(ptr), ctypes.c_int64(m), ctypes.c_int64(c), _p(values), _p(arg)))
+        assert torch.equal(arg, want_arg)
+        torch.testing.assert_close(values, want_values, rtol=0, atol=0, equal_nan=True)
+        grad = torch.randn(m, c, dtype=dtype)
+        want = torch.ops.pointcmt.segment_max_backward(grad, want_arg, ptr, src.shape[0])
+        got = torch.full(src.shape, -7.0, dtype=dtype)
+        _check(emu, backward(_p(grad), _p(want_arg), _p(ptr), ctypes.c_int64(m), ctypes.c_int64(c), _p(got)))
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_device_segment_max_matches_the_emulator(emu, dtype):
+    if not _cuda_kernels("segment_max"):
+        pytest.skip("needs a GPU and the compiled CUDA kernels")
+    suffix = "f32" if dtype == torch.float32 else "f64"
+    for src, ptr in _segment_cases(dtype):
+        m, c = ptr.numel() - 1, src.shape[1]
+        values = torch.empty((m, c), dtype=dtype)
+        arg = torch.empty((m, c), dtype=torch.long)
+        emu.emu_set_seed(0)
+        _check(emu, getattr(emu, f"emu_segment_max_{suffix}")(_p(src), _p(ptr), ctypes.c_int64(m),
+                                                               ctypes.c_int64(c), _p(values), _p(arg)))
+        device_values, device_arg = torch.ops.pointcmt.segment_max(src.cuda(), ptr.cuda())
+        assert torch.equal(device_arg.cpu(), arg)
+        torch.testing.assert_close(device_values.cpu(), values, rtol=0, atol=0, equal_nan=True)
+        grad = torch.randn(m, c, dtype=dtype)
+        device_grad = torch.ops.pointcmt.segment_max_backward(grad.cuda(), arg.cuda(), ptr.cuda(), src.shape[0])
+        want = torch.ops.pointcmt.segment_max_backward(grad, arg, ptr, src.shape[0])
+        assert torch.equal(device_grad.cpu(), want)
+
+
 def _gather_cases(dtype):
     """(values [N, C], slots [M, K]) for gather_max: random rows, empty slots
     anywhere, a centre without a slot, ties on a coarse lattice, NaN and -inf,

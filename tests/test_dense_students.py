@@ -135,19 +135,22 @@ def test_padded_searches_hold_exactly_the_edges_of_the_flat_ones():
 
 def test_slot_edges_and_max_over_slots_against_a_loop():
     slots = torch.tensor([[4, 2, -1], [0, -1, -1], [1, 3, 5], [-1, -1, -1]])
-    centre, neighbour, flat, width = slot_edges(slots)
-    assert width == 3 and centre.tolist() == [0, 0, 1, 2, 2, 2]
-    assert neighbour.tolist() == [4, 2, 0, 1, 3, 5] and flat.tolist() == [0, 1, 3, 6, 7, 8]
+    centre, neighbour, ptr = slot_edges(slots)
+    assert centre.tolist() == [0, 0, 1, 2, 2, 2] and ptr.tolist() == [0, 2, 3, 6, 6]
+    assert neighbour.tolist() == [4, 2, 0, 1, 3, 5]
     values = torch.randn(6, 4, requires_grad=True)
-    out = max_over_slots(values, 4, width, flat)
+    out = max_over_slots(values, ptr)
     expected = torch.stack([values[0:2].max(0).values, values[2], values[3:6].max(0).values,
                             torch.zeros(4)])          # no neighbours: 0, as PyG's max
     torch.testing.assert_close(out, expected)
     out.sum().backward()
     assert values.grad.sum().item() == 12.0 and set(values.grad.unique().tolist()) <= {0.0, 1.0}
-    # Every slot used: no padding, no index.
-    centre, neighbour, flat, width = slot_edges(torch.tensor([[1, 0], [0, 1]]))
-    assert flat is None and width == 2 and centre.tolist() == [0, 0, 1, 1]
+    # Every slot used.
+    centre, neighbour, ptr = slot_edges(torch.tensor([[1, 0], [0, 1]]))
+    assert centre.tolist() == [0, 0, 1, 1] and neighbour.tolist() == [1, 0, 0, 1] and ptr.tolist() == [0, 2, 4]
+    # Slots that are not left-packed (a -1 between neighbours) keep the slot order.
+    centre, neighbour, ptr = slot_edges(torch.tensor([[-1, 3, 1], [2, -1, 0]]))
+    assert centre.tolist() == [0, 0, 1, 1] and neighbour.tolist() == [3, 1, 2, 0] and ptr.tolist() == [0, 2, 4]
 
 
 @pytest.mark.parametrize("sizes, size", [([64, 64, 64], None), ([30, 1, 77, 5], None),

@@ -12,6 +12,7 @@ from .knn import knn, knn_dense, knn_graph, knn_padded
 from .radius import radius, radius_graph, radius_padded
 from .emd import emd, emd_loss
 from .slot_max import slot_max
+from .segment_max import segment_max
 from .gather_max import gather_max
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "emd",
     "emd_loss",
     "slot_max",
+    "segment_max",
     "gather_max",
 ]

@@ -34,6 +34,8 @@ SCHEMAS: Dict[str, str] = {
     "emd": "emd(Tensor x, Tensor y, float eps, int max_iters) -> (Tensor, Tensor, Tensor)",
     "slot_max": "slot_max(Tensor block) -> (Tensor, Tensor)",
     "slot_max_backward": "slot_max_backward(Tensor grad, Tensor slot, int width) -> Tensor",
+    "segment_max": "segment_max(Tensor src, Tensor ptr) -> (Tensor, Tensor)",
+    "segment_max_backward": "segment_max_backward(Tensor grad, Tensor arg, Tensor ptr, int num_rows) -> Tensor",
     "gather_max": "gather_max(Tensor values, Tensor slots) -> (Tensor, Tensor)",
 }
 

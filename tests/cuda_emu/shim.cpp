@@ -9,6 +9,7 @@
 #include "cuda/kernels/knn.cuh"
 #include "cuda/kernels/radius.cuh"
 #include "cuda/kernels/slot_max.cuh"
+#include "cuda/kernels/segment_max.cuh"
 
 #include <string>
 #include <vector>
@@ -90,6 +91,21 @@ int slot_max_backward(const scalar_t* grad, const int64_t* slot, int64_t m, int6
 }
 
 template <typename scalar_t>
+int segment_max(const scalar_t* src, const int64_t* ptr, int64_t m, int64_t c, scalar_t* values, int64_t* arg) {
+  return guarded([&] {
+    pointcmt::cuda::segment_max_kernels::launch_forward<scalar_t>(src, ptr, m, c, values, arg, nullptr);
+  });
+}
+
+template <typename scalar_t>
+int segment_max_backward(const scalar_t* grad, const int64_t* arg, const int64_t* ptr, int64_t m, int64_t c,
+                         scalar_t* out) {
+  return guarded([&] {
+    pointcmt::cuda::segment_max_kernels::launch_backward<scalar_t>(grad, arg, ptr, m, c, out, nullptr);
+  });
+}
+
+template <typename scalar_t>
 int gather_max(const scalar_t* values, const int64_t* slots, int64_t m, int64_t k, int64_t c, scalar_t* out,
                int64_t* arg) {
   return guarded([&] {
@@ -150,6 +166,21 @@ int emu_slot_max_backward_f32(const float* grad, const int64_t* slot, int64_t m,
 int emu_slot_max_backward_f64(const double* grad, const int64_t* slot, int64_t m, int64_t w, int64_t c,
                               double* out) {
   return slot_max_backward<double>(grad, slot, m, w, c, out);
+}
+
+int emu_segment_max_f32(const float* src, const int64_t* ptr, int64_t m, int64_t c, float* values, int64_t* arg) {
+  return segment_max<float>(src, ptr, m, c, values, arg);
+}
+int emu_segment_max_f64(const double* src, const int64_t* ptr, int64_t m, int64_t c, double* values, int64_t* arg) {
+  return segment_max<double>(src, ptr, m, c, values, arg);
+}
+int emu_segment_max_backward_f32(const float* grad, const int64_t* arg, const int64_t* ptr, int64_t m, int64_t c,
+                                 float* out) {
+  return segment_max_backward<float>(grad, arg, ptr, m, c, out);
+}
+int emu_segment_max_backward_f64(const double* grad, const int64_t* arg, const int64_t* ptr, int64_t m, int64_t c,
+                                 double* out) {
+  return segment_max_backward<double>(grad, arg, ptr, m, c, out);
 }
 
 int emu_gather_max_f32(const float* values, const int64_t* slots, int64_t m, int64_t k, int64_t c, float* out,
