@@ -279,3 +279,30 @@ def test_msg_dense_with_negative_batch_norm_scales():
                 module.weight.data[1::3] *= -1
     _assert_same(reference, dense, _batch([300, 40, 700, 90]), True)
     _assert_same(reference, dense, _batch([300, 40, 700, 90]), False)
+
+
+def test_mlp_max_compiles_to_the_same_numbers():
+    # The students train through torch.compile (--compile): the max before the
+    # batch norm, its statistics' update and its one-pass backward must trace.
+    import torch._inductor.config as inductor_config
+    torch.manual_seed(4)
+    mlp = MLP([5, 8, 7, 9], plain_last=False, bias=False)
+    _randomize_norms(mlp)
+    mlp.norms[-1].module.weight.data[::3] *= -1
+    twin = copy.deepcopy(mlp)
+    compiled = torch.compile(lambda h, ptr: mlp_max(twin, h, ptr), dynamic=True)
+    with inductor_config.patch(fallback_random=True):
+        for counts in ([6, 0, 12, 1, 21], [3, 9, 4]):      # a second shape: dynamic
+            ptr = _ragged_ptr(counts)
+            h = torch.randn(int(ptr[-1]), 8)
+            a, b = h.clone().requires_grad_(), h.clone().requires_grad_()
+            out, ref = compiled(b, ptr), mlp_max(mlp, a, ptr)
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+            w = torch.randn(out.shape)
+            (out * w).sum().backward()
+            (ref * w).sum().backward()
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5)
+            for p, q in zip(mlp.parameters(), twin.parameters()):
+                torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5)
+            for u, v in zip(mlp.buffers(), twin.buffers()):
+                torch.testing.assert_close(v, u)
