@@ -6,12 +6,16 @@ the batch-norm statistics must agree to float64 rounding, in train and eval
 mode, on ragged clouds whose neighbourhoods leave padded slots empty, and on
 clouds smaller than DGCNN's ``k``.
 """
+import copy
+
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
+from torch_geometric.nn import MLP
 
 from pointcmt_pyg.models import get_model
-from pointcmt_pyg.models._dense import GROUPINGS, dense_global_max_pool, max_over_slots, slot_edges
+from pointcmt_pyg.models._dense import (GROUPINGS, dense_global_max_pool, max_over_slots, mlp_after_first_linear,
+                                        mlp_max, slot_edges, stats_and_segment_max)
 from pointcmt_pyg.ops import knn, knn_padded, radius, radius_padded
 
 MODELS = ["pointnet2", "pointnet2_msg", "dgcnn"]
@@ -192,3 +196,113 @@ def test_unknown_grouping_is_an_error_naming_the_argument():
         get_model("pointnet2", 5, grouping="sparse")
     with pytest.raises(ValueError, match="'grouping' must be one of"):
         get_model("dgcnn", 5, grouping="fast")
+
+
+# ---------------------------------------------------- the max before batch norm and ReLU
+def _ragged_ptr(counts):
+    return torch.cat([torch.zeros(1, dtype=torch.long), torch.tensor(counts).cumsum(0)])
+
+
+def test_stats_and_segment_max_against_torch_with_gradients():
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(23, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    ptr = _ragged_ptr([4, 0, 7, 1, 11])           # an empty segment included
+    mean, var, best, arg = stats_and_segment_max(z, ptr)
+    var_t, mean_t = torch.var_mean(z, dim=0, correction=0)
+    rows = [z[ptr[m]:ptr[m + 1]] for m in range(5)]
+    best_t = torch.stack([r.max(0).values if len(r) else torch.zeros(6, dtype=z.dtype) for r in rows])
+    torch.testing.assert_close(mean, mean_t)
+    torch.testing.assert_close(var, var_t)
+    torch.testing.assert_close(best, best_t)
+    assert torch.equal(arg[1], torch.full((6,), -1))
+    w = [torch.randn(t.shape, generator=g, dtype=z.dtype) for t in (mean, var, best)]
+    grad = torch.autograd.grad(sum((t * wi).sum() for t, wi in zip((mean, var, best), w)), z)[0]
+    grad_t = torch.autograd.grad(sum((t * wi).sum() for t, wi in zip((mean_t, var_t, best_t), w)), z)[0]
+    torch.testing.assert_close(grad, grad_t)
+    assert torch.autograd.gradcheck(lambda t: stats_and_segment_max(t, ptr)[:3], (z,))
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_mlp_max_equals_the_mlp_then_the_max(train, momentum):
+    """Negative batch-norm scales (a channel's minimum), an empty segment, ties
+    from duplicated rows, running statistics with either momentum."""
+    torch.manual_seed(3)
+    mlp = MLP([5, 8, 7, 9], plain_last=False, bias=False).double()
+    for norm in mlp.norms:
+        norm.module.momentum = momentum
+    _randomize_norms(mlp)
+    mlp.norms[-1].module.weight.data[::2] *= -1          # gamma < 0 on every other channel
+    twin = copy.deepcopy(mlp)
+    h = torch.randn(40, 8, dtype=torch.float64)
+    h[30:34] = h[20:24]                                   # tied maxima
+    ptr = _ragged_ptr([6, 0, 12, 1, 21])
+    mlp.train(train), twin.train(train)
+    for step in range(2):                                 # running statistics accumulate
+        a, b = h.clone().requires_grad_(), h.clone().requires_grad_()
+        out = mlp_max(mlp, a, ptr)
+        ref = max_over_slots(mlp_after_first_linear(twin, b), ptr)
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+        assert torch.equal(out[1], torch.zeros(9, dtype=out.dtype))
+        w = torch.randn(out.shape, dtype=out.dtype)
+        (out * w).sum().backward()
+        (ref * w).sum().backward()
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+        for (name, p), q in zip(mlp.named_parameters(), twin.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=lambda m: f"{name}: {m}")
+        for (name, v), u in zip(mlp.state_dict().items(), twin.state_dict().values()):
+            torch.testing.assert_close(v, u, rtol=1e-12, atol=1e-14, msg=lambda m: f"{name}: {m}")
+
+
+def test_mlp_max_keeps_the_edges_normalised_where_it_does_not_commute():
+    torch.manual_seed(0)
+    h = torch.randn(10, 8)
+    ptr = _ragged_ptr([4, 6])
+    plain_last = MLP([5, 8, 9], bias=False)                          # last layer without norm
+    single = MLP([8, 9], plain_last=False, bias=False)               # only the (split) first layer
+    for mlp, rows in ((plain_last, h), (single, torch.randn(10, 9))):
+        torch.testing.assert_close(mlp_max(mlp, rows, ptr),
+                                   max_over_slots(mlp_after_first_linear(mlp, rows), ptr))
+    mlp = MLP([5, 8, 9], plain_last=False, bias=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mlp_max(mlp, h, ptr)
+        ref = max_over_slots(mlp_after_first_linear(mlp, h), ptr)
+    assert out.dtype == ref.dtype
+    torch.testing.assert_close(out, ref)
+
+
+def test_msg_dense_with_negative_batch_norm_scales():
+    reference, dense = _pair("pointnet2_msg")
+    for model in (reference, dense):
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.weight.data[1::3] *= -1
+    _assert_same(reference, dense, _batch([300, 40, 700, 90]), True)
+    _assert_same(reference, dense, _batch([300, 40, 700, 90]), False)
+
+
+def test_mlp_max_compiles_to_the_same_numbers():
+    # The students train through torch.compile (--compile): the max before the
+    # batch norm, its statistics' update and its one-pass backward must trace.
+    import torch._inductor.config as inductor_config
+    torch.manual_seed(4)
+    mlp = MLP([5, 8, 7, 9], plain_last=False, bias=False)
+    _randomize_norms(mlp)
+    mlp.norms[-1].module.weight.data[::3] *= -1
+    twin = copy.deepcopy(mlp)
+    compiled = torch.compile(lambda h, ptr: mlp_max(twin, h, ptr), dynamic=True)
+    with inductor_config.patch(fallback_random=True):
+        for counts in ([6, 0, 12, 1, 21], [3, 9, 4]):      # a second shape: dynamic
+            ptr = _ragged_ptr(counts)
+            h = torch.randn(int(ptr[-1]), 8)
+            a, b = h.clone().requires_grad_(), h.clone().requires_grad_()
+            out, ref = compiled(b, ptr), mlp_max(mlp, a, ptr)
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+            w = torch.randn(out.shape)
+            (out * w).sum().backward()
+            (ref * w).sum().backward()
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5)
+            for p, q in zip(mlp.parameters(), twin.parameters()):
+                torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5)
+            for u, v in zip(mlp.buffers(), twin.buffers()):
+                torch.testing.assert_close(v, u)

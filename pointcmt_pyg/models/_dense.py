@@ -33,6 +33,19 @@ here. This path:
    largest ``b_j``; the block path picks the first with the largest rounded sum,
    which differs only where two different ``b_j`` round to the same sum.
 
+5. when the MLP **ends in batch norm and ReLU** (PointNet++ MSG's shared
+   MLPs, as the official ones), takes the max *before* them: per channel,
+   batch norm is ``a z + b`` with ``a = gamma / sqrt(var + eps)``, and for
+   ``a >= 0`` both it and ReLU are non-decreasing, so
+   ``max_j relu(a z_j + b) = relu(a max_j z_j + b)`` (a channel with
+   ``gamma < 0`` takes its minimum instead: the last linear layer's rows of
+   those channels are negated, an exact operation, and the max taken). The
+   statistics still come from every edge (the same numbers), but the
+   normalisation and ReLU run on the ``[centres, C]`` maxima instead of the
+   ``[E, C]`` edges, and the backward of the statistics and of the max is one
+   pass over the edges (:func:`stats_and_segment_max`). Only an edge where the
+   maximum is tied can receive its gradient in a different share, as in 3.
+
 Only the standard MLPs of the models here (``torch_geometric.nn.MLP`` with
 ReLU after batch norm or no norm, and a plain last layer) take this path;
 :func:`supports_dense` says whether an MLP does.
@@ -52,8 +65,9 @@ from ..ops.gather_max import gather_max
 from ..ops.segment_max import segment_max
 
 __all__ = ["supports_dense", "mlp_after_first_linear", "split_first_linear",
-           "slot_edges", "max_over_slots", "dense_point_conv", "dense_edge_conv",
-           "dense_global_max_pool", "global_max_pool_for", "GROUPINGS"]
+           "slot_edges", "max_over_slots", "stats_and_segment_max", "mlp_max",
+           "dense_point_conv", "dense_edge_conv", "dense_global_max_pool", "dense_global_mlp_max",
+           "global_max_pool_for", "GROUPINGS"]
 
 #: The implementations of the grouping layers: ``"dense"`` (this module) and
 #: ``"message_passing"`` (PyG's, the reference the tests compare against).
@@ -107,6 +121,106 @@ def mlp_after_first_linear(mlp: MLP, h: Tensor) -> Tensor:
     return h
 
 
+class _StatsAndSegmentMax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: Tensor, ptr: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        var, mean = torch.var_mean(z, dim=0, correction=0)
+        best, arg = segment_max(z, ptr)
+        ctx.save_for_backward(z, mean, arg)
+        ctx.mark_non_differentiable(arg)
+        return mean, var, best, arg
+
+    @staticmethod
+    def backward(ctx, grad_mean: Tensor, grad_var: Tensor, grad_best: Tensor,
+                 _grad_arg: Optional[Tensor]) -> Tuple[Optional[Tensor], None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        z, mean, arg = ctx.saved_tensors
+        n = z.shape[0]
+        # d mean / dz = 1 / n, d var / dz = 2 (z - mean) / n: one pass
+        # g_z = z * a + (grad_mean / n - mean * a) with a = 2 grad_var / n.
+        a = grad_var * (2.0 / n)
+        grad_z = torch.addcmul((grad_mean / n - mean * a).unsqueeze(0), z, a.unsqueeze(0))
+        # Each maximum's gradient goes to its (first) edge; empty segments have none.
+        found = arg >= 0
+        grad_z.scatter_add_(0, arg.clamp_min(0), torch.where(found, grad_best, grad_best.new_zeros(())))
+        return grad_z, None
+
+
+def stats_and_segment_max(z: Tensor, ptr: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""The per-channel mean and biased variance of the edge rows ``z [E, C]``
+    (batch norm's training statistics) and their per-segment maximum and
+    winning row (:func:`pointcmt_pyg.ops.segment_max` over the CSR offsets
+    ``ptr``), with one backward pass over ``z`` for all three.
+
+    Returns:
+        ``(mean [C], var [C], max [M, C], arg [M, C])``.
+    """
+    return _StatsAndSegmentMax.apply(z, ptr)
+
+
+def _batch_norm_of(norm: Module) -> Optional[Module]:
+    module = getattr(norm, "module", norm)       # PyG's BatchNorm wraps torch's
+    return module if isinstance(module, torch.nn.BatchNorm1d) and module.affine else None
+
+
+def _commutes_with_max(mlp: MLP, h: Tensor) -> bool:
+    r"""Whether :func:`mlp_max` may take the max before ``mlp``'s last batch
+    norm and ReLU: a last layer ``Linear -> BatchNorm1d (affine) -> ReLU``
+    without dropout, at least one layer before it (the split first layer is
+    not negated), more than one row, and float32 or float64 (under bf16 and
+    float16 autocast the normalisation of the edges is kept as it is)."""
+    if mlp.plain_last or len(mlp.lins) < 2 or len(mlp.norms) != len(mlp.lins):
+        return False
+    if not isinstance(mlp.act, ReLU) or (mlp.training and float(mlp.dropout[-1]) != 0.0):
+        return False
+    if h.dtype not in (torch.float32, torch.float64) or h.shape[0] < 2:
+        return False
+    if torch.is_autocast_enabled(h.device.type):
+        return False
+    return _batch_norm_of(mlp.norms[-1]) is not None
+
+
+def mlp_max(mlp: MLP, h: Tensor, ptr: Tensor) -> Tensor:
+    r"""``max_over_slots(mlp_after_first_linear(mlp, h), ptr)``: the rest of
+    ``mlp`` on the edge rows ``h`` (the output of its first linear layer), then
+    the maximum over every segment of ``ptr``; when the MLP ends in batch norm
+    and ReLU, with the maximum taken before them (point 5 of this module)."""
+    if not _commutes_with_max(mlp, h):
+        return max_over_slots(mlp_after_first_linear(mlp, h), ptr)
+    last = len(mlp.lins) - 1
+    for i in range(last):
+        if i > 0:
+            h = mlp.lins[i](h)
+        h = mlp.norms[i](h)
+        h = mlp.act(h)
+        h = F.dropout(h, p=mlp.dropout[i], training=mlp.training)
+    bn = _batch_norm_of(mlp.norms[last])
+    lin = mlp.lins[last]
+    # Channels with gamma < 0 take their minimum: negate their rows of the
+    # last linear layer (exact), so that every channel takes a maximum.
+    flip = torch.where(bn.weight < 0, -1.0, 1.0).to(h.dtype)
+    z = F.linear(h, lin.weight * flip.unsqueeze(1), None if lin.bias is None else lin.bias * flip)
+    use_batch_stats = bn.training or bn.running_mean is None
+    if use_batch_stats:
+        mean, var, best, arg = stats_and_segment_max(z, ptr)
+        if bn.training and bn.track_running_stats and bn.running_mean is not None:
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                factor = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
+                          else bn.momentum)
+                n = z.shape[0]
+                bn.running_mean.mul_(1 - factor).add_(mean * flip, alpha=factor)
+                bn.running_var.mul_(1 - factor).add_(var * (n / (n - 1)), alpha=factor)
+    else:
+        best, arg = segment_max(z, ptr)
+        mean, var = bn.running_mean * flip, bn.running_var
+    scale = bn.weight * flip * torch.rsqrt(var + bn.eps)
+    out = torch.relu((best - mean) * scale + bn.bias)
+    # A centre without edges gets 0, as PyG's max aggregation.
+    return torch.where(arg[:, :1] >= 0, out, out.new_zeros(())) if out.shape[1] else out
+
+
 def slot_edges(slots: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     r"""The edges of padded neighbour slots ``[M, K]`` (``-1`` = empty).
 
@@ -148,7 +262,7 @@ def dense_point_conv(mlp: MLP, x_src: Optional[Tensor], pos_src: Tensor, pos_dst
     # gradient (3 % of a PointNet++ step).
     per_centre = F.linear(pos_dst, -w_pos, bias)
     h = per_point.index_select(0, neighbour) + per_centre.index_select(0, centre)
-    return max_over_slots(mlp_after_first_linear(mlp, h), ptr)
+    return mlp_max(mlp, h, ptr)
 
 
 def dense_edge_conv(mlp: MLP, x_src: Tensor, x_dst: Tensor, slots: Tensor) -> Tensor:
@@ -165,7 +279,7 @@ def dense_edge_conv(mlp: MLP, x_src: Tensor, x_dst: Tensor, slots: Tensor) -> Te
         return torch.where(arg[:, :1] >= 0, out, out.new_zeros(())) if out.shape[1] else out
     centre, neighbour, ptr = slot_edges(slots)
     h = per_centre.index_select(0, centre) + per_neighbour.index_select(0, neighbour)
-    return max_over_slots(mlp_after_first_linear(mlp, h), ptr)
+    return mlp_max(mlp, h, ptr)
 
 
 def dense_global_max_pool(x: Tensor, batch: Tensor, size: Optional[int] = None) -> Tensor:
@@ -185,11 +299,31 @@ def dense_global_max_pool(x: Tensor, batch: Tensor, size: Optional[int] = None) 
         num_clouds = int(batch.max()) + 1 if batch.numel() else 0
     else:
         num_clouds = int(size)
-    if batch.numel() == 0 or num_clouds == 0 or x.dim() != 2 or bool((batch[1:] < batch[:-1]).any()):
+    ptr = _cloud_ptr(batch, num_clouds) if x.dim() == 2 else None
+    if ptr is None:
         return global_max_pool(x, batch, size=num_clouds)
+    return max_over_slots(x, ptr)
+
+
+def _cloud_ptr(batch: Tensor, num_clouds: int) -> Optional[Tensor]:
+    r"""CSR offsets of each cloud's rows for a sorted ``batch`` (else ``None``)."""
+    if batch.numel() == 0 or num_clouds == 0 or bool((batch[1:] < batch[:-1]).any()):
+        return None
     ptr = torch.zeros(num_clouds + 1, dtype=torch.long, device=batch.device)
     torch.cumsum(torch.bincount(batch, minlength=num_clouds), 0, out=ptr[1:])
-    return max_over_slots(x, ptr)
+    return ptr
+
+
+def dense_global_mlp_max(mlp: Module, x: Tensor, batch: Tensor, size: Optional[int] = None) -> Tensor:
+    r"""``global_max_pool(mlp(x), batch, size)`` for a sorted ``batch``, with
+    the maximum taken before the MLP's last batch norm and ReLU where it
+    ends in them (:func:`mlp_max`); otherwise :func:`dense_global_max_pool`
+    of ``mlp(x)``."""
+    num_clouds = (int(batch.max()) + 1 if batch.numel() else 0) if size is None else int(size)
+    ptr = _cloud_ptr(batch, num_clouds) if x.dim() == 2 else None
+    if ptr is None or not supports_dense(mlp):
+        return dense_global_max_pool(mlp(x), batch, size=num_clouds)
+    return mlp_max(mlp, mlp.lins[0](x), ptr)
 
 
 def global_max_pool_for(grouping: str):

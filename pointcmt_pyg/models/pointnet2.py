@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 from torch.nn import BatchNorm1d, Linear, Module, ModuleList, ReLU, Sequential
 
-from torch_geometric.nn import MLP, PointNetConv
+from torch_geometric.nn import MLP, PointNetConv, global_max_pool
 
 from ..ops import fps, radius, radius_padded
-from ._dense import check_grouping, dense_point_conv, global_max_pool_for, supports_dense
+from ._dense import check_grouping, dense_global_mlp_max, dense_point_conv, supports_dense
 from ._inputs import unpack_cloud_batch
 
 __all__ = ["SAModule", "MSGSAModule", "GlobalSAModule", "PointNet2", "PointNet2MSG"]
@@ -139,7 +139,7 @@ class GlobalSAModule(Module):
     Args:
         nn (torch.nn.Module): The shared MLP, ``in_channels + 3 -> out``.
         grouping (str): ``"dense"`` (default: the max per cloud as a max over
-            a padded block, :func:`~pointcmt_pyg.models._dense.dense_global_max_pool`)
+            each cloud's rows, :func:`~pointcmt_pyg.models._dense.dense_global_mlp_max`)
             or ``"message_passing"`` (PyG's ``global_max_pool``, the reference).
     """
 
@@ -150,8 +150,11 @@ class GlobalSAModule(Module):
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor,
                 num_clouds: Optional[int] = None) -> Tuple[Tensor, Tensor, Tensor]:
-        x = self.nn(torch.cat([x, pos], dim=1))
-        x = global_max_pool_for(self.grouping)(x, batch, size=num_clouds)
+        h = torch.cat([x, pos], dim=1)
+        if self.grouping == "dense":
+            x = dense_global_mlp_max(self.nn, h, batch, size=num_clouds)
+        else:
+            x = global_max_pool(self.nn(h), batch, size=num_clouds)
         pos = pos.new_zeros((x.shape[0], 3))
         batch = torch.arange(x.shape[0], device=batch.device)
         return x, pos, batch
