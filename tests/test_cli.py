@@ -162,6 +162,26 @@ def test_no_progress_keeps_one_line_per_epoch(chain):
     assert "TQDM_DISABLE" not in os.environ           # the bars come back after the command
 
 
+def test_no_progress_draws_no_bar_in_any_stage(chain, capfd):
+    # tqdm is imported long before (PyG imports it) and reads TQDM_* only then: the
+    # render and feature bars must still go away with --no-progress (they did not).
+    import tqdm  # noqa: F401
+    root, _ = chain
+    capfd.readouterr()
+    _run("render", *DATA, *VIEWS, "--out", str(root / "views_again"), "--montage", "0",
+         "--no-progress")
+    _run("cache-features", *DATA, "--teacher", str(root / "teacher" / "teacher.pt"), "--out",
+         str(root / "features_again.pt"), "--no-progress")
+    err = capfd.readouterr().err
+    assert "render train" not in err and "teacher features" not in err and "it/s" not in err
+    # With bars on, both draw (so the check above can fail).
+    _run("render", *DATA, *VIEWS, "--out", str(root / "views_bars"), "--montage", "0")
+    _run("cache-features", *DATA, "--teacher", str(root / "teacher" / "teacher.pt"), "--out",
+         str(root / "features_bars.pt"))
+    err = capfd.readouterr().err
+    assert "render train" in err and "teacher features" in err
+
+
 def test_teacher_and_its_features(chain):
     root, logs = chain
     teacher = load_teacher(root / "teacher" / "teacher.pt")

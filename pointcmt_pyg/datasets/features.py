@@ -33,6 +33,8 @@ import torch
 from torch import Tensor
 from torch_geometric.transforms import BaseTransform
 
+from .._progress import progress_bar
+
 __all__ = ["FeatureCache", "compute_teacher_features", "AttachImageFeatures"]
 
 _FORMAT = "pointcmt_pyg.FeatureCache"
@@ -263,8 +265,6 @@ def compute_teacher_features(
         ValueError: On a duplicate ``sample_id``, or views of the wrong shape.
         TypeError: On a missing or non-string ``sample_id``.
     """
-    from tqdm.auto import tqdm
-
     if not callable(getattr(teacher, "features", None)):
         raise TypeError("teacher must have a .features(views) method")
     if with_logits and not callable(getattr(teacher, "head", None)):
@@ -287,8 +287,8 @@ def compute_teacher_features(
     try:
         loader = _batches(dataset_or_loader, batch_size)
         total = len(loader) if hasattr(loader, "__len__") else None
-        for batch in tqdm(loader, total=total, disable=not progress,
-                          desc="teacher features", unit="batch"):
+        for batch in progress_bar(loader, progress, total=total, desc="teacher features",
+                                  unit="batch"):
             batch_ids = getattr(batch, id_key, None)
             if batch_ids is None:
                 raise TypeError(f"samples have no {id_key!r}; each Data needs a stable "

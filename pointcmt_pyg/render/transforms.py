@@ -20,6 +20,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
+from .._progress import progress_bar
 from .cache import VIEW_ENCODING, ViewStore, decode_views, encode_views
 from .mesh import MeshRenderer
 from .points import ImageSize, PointRenderer, _check_channels
@@ -192,7 +193,6 @@ class RenderViews(BaseTransform):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         store = self._require_store()
         store.refresh()
-        from tqdm.auto import tqdm
         rendered = 0
         ids: List[str] = []
         codes: List[Any] = []
@@ -218,8 +218,7 @@ class RenderViews(BaseTransform):
                 codes.clear()
 
         seen = set()
-        for i in tqdm(range(len(dataset)), desc=desc, unit="shape", disable=not progress,
-                      dynamic_ncols=True):
+        for i in progress_bar(range(len(dataset)), progress, desc=desc, unit="shape"):
             data = dataset[i]
             sample_id = self._sample_id(data)
             if sample_id in store or sample_id in seen:

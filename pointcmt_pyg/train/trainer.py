@@ -44,7 +44,6 @@ What it does:
 import contextlib
 import json
 import math
-import os
 import random
 import time
 import warnings
@@ -58,6 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
+from .._progress import progress_bar
 from . import distributed as D
 from .checkpoint import atomic_save, atomic_write_text, load_checkpoint
 from .metrics import MetricAccumulator
@@ -278,17 +278,6 @@ class History:
 
 
 # -------------------------------------------------------------------- trainer
-def _progress_bar(iterable: Any, enabled: bool, **kwargs: Any):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-    # tqdm reads TQDM_* variables when it is imported; honour a later
-    # TQDM_DISABLE=1 (set by `--no-progress`) too: no bars, epoch lines stay.
-    if os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes"):
-        kwargs["disable"] = True
-    return tqdm(iterable, dynamic_ncols=True, **kwargs)
-
-
 def _fmt(value: Optional[float], pct: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -579,7 +568,7 @@ class Trainer:
             raise ValueError("the training loader is empty")
         ga = self.grad_accum
         desc = f"epoch {epoch + 1}" + (f"/{epochs}" if epochs else "")
-        bar = _progress_bar(loader, self.progress and self.is_main, desc=desc,
+        bar = progress_bar(loader, self.progress and self.is_main, desc=desc,
                             total=num_batches, leave=False)
         pending = 0
         is_ddp = self._ddp is not self.model
@@ -663,7 +652,7 @@ class Trainer:
         self.model.eval()
         meter = MetricAccumulator(self.num_classes)
         try:
-            for i, batch in enumerate(_progress_bar(loader, self.progress and self.is_main,
+            for i, batch in enumerate(progress_bar(loader, self.progress and self.is_main,
                                                     desc=desc, leave=False)):
                 batch = _to_device(batch, self.device)
                 with self._autocast():
