@@ -29,6 +29,7 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("POINTCMT_QUIET", "1")
 from torch_geometric.data import Batch, Data  # noqa: E402
 
+import pointcmt_pyg.models._dense as dense_path  # noqa: E402
 from pointcmt_pyg.models import get_model, use_pointcmt_ops  # noqa: E402
 from pointcmt_pyg.nn import CMPG, CrossModalDistiller  # noqa: E402
 
@@ -61,9 +62,15 @@ class Config:
         self.grouping, self.precision = grouping, precision
         # "<grouping>+compile": the same student through torch.compile (dynamic
         # shapes, as the pipeline's --compile); its first step includes compiling.
-        grouping, _, compiled = grouping.partition("+")
-        if compiled not in ("", "compile"):
-            raise SystemExit(f"--grouping {self.grouping}: the only suffix is '+compile'")
+        # "dense+bn_on_edges": the dense student with its last batch norm and ReLU
+        # on every edge before the max, as before they were moved after it
+        # (models/_dense.py, point 5): the same math, for a same-run comparison.
+        grouping, _, suffix = grouping.partition("+")
+        if suffix not in ("", "compile", "bn_on_edges"):
+            raise SystemExit(f"--grouping {self.grouping}: the suffixes are '+compile' and "
+                             f"'+bn_on_edges'")
+        compiled = suffix == "compile"
+        self.bn_on_edges = suffix == "bn_on_edges"
         self.device = torch.device(args.device)
         torch.manual_seed(0)
         if grouping == "pyg_example":      # PyG's example network, on our ops via the patch
@@ -104,9 +111,15 @@ class Config:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(self.precision)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            out = self.forward(batch)
-            loss = out.loss if self.distill else torch.nn.functional.cross_entropy(out, batch.y)
+        commutes = dense_path._commutes_with_max
+        if self.bn_on_edges:
+            dense_path._commutes_with_max = lambda mlp, h: False
+        try:
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                out = self.forward(batch)
+                loss = out.loss if self.distill else torch.nn.functional.cross_entropy(out, batch.y)
+        finally:
+            dense_path._commutes_with_max = commutes
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
