@@ -24,10 +24,14 @@ def progress_bar(iterable: Iterable[Any], enabled: bool = True, **kwargs: Any) -
     allowed (:func:`bars_allowed`); ``iterable`` itself when not ``enabled``.
 
     Under ``--no-progress`` this is a disabled tqdm rather than the bare
-    iterable, as before this module existed: a trainer's weights were found
-    to differ in the last bits between the two (a 1-epoch ResNet teacher,
-    ``tests/test_pipeline.py::test_teacher_stage_alone_is_the_pipelines_stage_one``),
-    for a reason not yet found, and ``--no-progress`` must not change results."""
+    iterable, as before this module existed, because the two give different
+    results: ``tqdm.auto`` is ``tqdm.asyncio.tqdm``, whose constructor calls
+    ``iter(iterable)`` before its ``__iter__`` iterates the loader again, so
+    a bar over a ``DataLoader`` builds one extra iterator, and each one draws
+    its base seed from torch's global RNG; the following shuffles, dropout
+    masks and FPS starts then differ
+    (``tests/test_pipeline.py::test_teacher_stage_alone_is_the_pipelines_stage_one``
+    caught it). ``--no-progress`` must not change results."""
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
