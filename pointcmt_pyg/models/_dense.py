@@ -104,11 +104,13 @@ def is_single_linear(mlp: MLP) -> bool:
             and (not mlp.training or float(mlp.dropout[-1]) == 0.0))
 
 
-def mlp_after_first_linear(mlp: MLP, h: Tensor) -> Tensor:
+def mlp_after_first_linear(mlp: MLP, h: Tensor, num_layers: Optional[int] = None) -> Tensor:
     r"""The rest of ``mlp`` applied to ``h``, the output of its first linear
-    layer (the steps of ``torch_geometric.nn.MLP.forward`` after ``lins[0]``)."""
+    layer (the steps of ``torch_geometric.nn.MLP.forward`` after ``lins[0]``);
+    with ``num_layers``, only its first ``num_layers`` layers (each with its
+    norm, activation and dropout)."""
     num_hidden = len(mlp.norms)   # plain_last: one norm (or Identity) per hidden layer
-    for i in range(len(mlp.lins)):
+    for i in range(len(mlp.lins) if num_layers is None else num_layers):
         if i > 0:
             h = mlp.lins[i](h)
         if i < num_hidden:
@@ -116,7 +118,7 @@ def mlp_after_first_linear(mlp: MLP, h: Tensor) -> Tensor:
             if mlp.act is not None:
                 h = mlp.act(h)
             h = F.dropout(h, p=mlp.dropout[i], training=mlp.training)
-    if mlp.plain_last:
+    if mlp.plain_last and num_layers is None:
         h = F.dropout(h, p=mlp.dropout[-1], training=mlp.training)
     return h
 
@@ -189,12 +191,7 @@ def mlp_max(mlp: MLP, h: Tensor, ptr: Tensor) -> Tensor:
     if not _commutes_with_max(mlp, h):
         return max_over_slots(mlp_after_first_linear(mlp, h), ptr)
     last = len(mlp.lins) - 1
-    for i in range(last):
-        if i > 0:
-            h = mlp.lins[i](h)
-        h = mlp.norms[i](h)
-        h = mlp.act(h)
-        h = F.dropout(h, p=mlp.dropout[i], training=mlp.training)
+    h = mlp_after_first_linear(mlp, h, num_layers=last)
     bn = _batch_norm_of(mlp.norms[last])
     lin = mlp.lins[last]
     # Channels with gamma < 0 take their minimum: negate their rows of the
