@@ -42,7 +42,7 @@ from pointcmt_pyg.datasets import AttachImageFeatures, FeatureCache, train_val_s
 from pointcmt_pyg.models import get_model
 from pointcmt_pyg.nn import CrossModalDistiller, load_cmpg, load_teacher
 from pointcmt_pyg.nn.recipes import DEFAULT_RECIPE, get_recipe
-from pointcmt_pyg.pipeline import (PipelineConfig, _evaluate, _with_transform, load_data,
+from pointcmt_pyg.pipeline import (PipelineConfig, evaluate_classifier, _with_transform, load_data,
                                    student_transforms, warmup_steps)
 from pointcmt_pyg.train import seed_everything, train_student
 
@@ -151,14 +151,14 @@ def main() -> None:
                             out_dir=out_root / f"{name}_s{seed}", num_classes=len(classes), device=device,
                             seed=seed, progress=not args.no_progress, **train_kw)
         trained = res.model if plain else res.model.student
-        val_res = _evaluate(trained, val_loader, device, len(classes))
-        test_res = _evaluate(trained, test_loader, device, len(classes))
+        val_res = evaluate_classifier(trained, val_loader, device, len(classes))
+        test_res = evaluate_classifier(trained, test_loader, device, len(classes))
         # The final-epoch protocol too (bench/final_epoch.py): the weights the run ended with.
         final = get_model(cfg.model, len(classes))
         final.load_state_dict(student_state(torch.load(out_root / f"{name}_s{seed}" / "last.pt",
                                                        map_location="cpu", weights_only=False)))
-        final_val = _evaluate(final.to(device), val_loader, device, len(classes))
-        final_test = _evaluate(final, test_loader, device, len(classes))
+        final_val = evaluate_classifier(final.to(device), val_loader, device, len(classes))
+        final_test = evaluate_classifier(final, test_loader, device, len(classes))
         row = {"variant": name, "seed": seed, "plain": plain,
                "init": None if args.init is None else str(args.init), "distiller": distiller_kw, "train": train_kw,
                "val_oa": val_res["oa"], "val_macc": val_res["macc"],

@@ -43,7 +43,7 @@ def score_runs(run: Path, arms: List[str]) -> List[Dict]:
 
     from pointcmt_pyg.datasets import train_val_split
     from pointcmt_pyg.models import get_model
-    from pointcmt_pyg.pipeline import (PipelineConfig, _evaluate, _with_transform, load_data,
+    from pointcmt_pyg.pipeline import (PipelineConfig, evaluate_classifier, _with_transform, load_data,
                                        student_transforms)
     cache = run / "ablation" / "final_epoch.jsonl"
     rows = [json.loads(line) for line in cache.read_text().splitlines()] if cache.is_file() else []
@@ -73,7 +73,7 @@ def score_runs(run: Path, arms: List[str]) -> List[Dict]:
             arm, seed = pattern.match(d.name).groups()
             row = {"dir": d.name, "arm": arm, "seed": int(seed), "epoch": epochs}
             for split, loader in loaders.items():
-                res = _evaluate(model, loader, torch.device("cpu"), len(classes))
+                res = evaluate_classifier(model, loader, torch.device("cpu"), len(classes))
                 row[f"{split}_oa"], row[f"{split}_macc"] = res["oa"], res["macc"]
             rows.append(row)
             with cache.open("a") as f:
