@@ -106,7 +106,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                         ".off folder (PyG root with raw/, or <class>/{train,test}/*.off), or "
                         "a point folder <class>/<split>/<name>.{npy,npz,txt,xyz,pcd,ply,off,obj}")
     p.add_argument("--model", default=d.model,
-                   help="student: pointnet2 | pointnet2_msg | dgcnn | point_transformer "
+                   help="student: pointnet2 | pointnet2_fc512 | pointnet2_msg | dgcnn | point_transformer "
                         "(default: %(default)s)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"student epochs per run (default: {_default('epochs')})")
@@ -962,7 +962,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = parsers["distill"]
     p.add_argument("--model", default=d.model,
-                   help="the student: pointnet2 | pointnet2_msg | dgcnn | point_transformer")
+                   help="the student: pointnet2 | pointnet2_fc512 (PointCMT's 512-d student head) | "
+                        "pointnet2_msg | dgcnn | point_transformer")
     p.add_argument("--init-seed", type=int, default=None,
                    help="seed of the student's initial weights and training order only "
                         "(default: --seed); with a fixed --seed the data, the carve and the "

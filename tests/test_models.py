@@ -32,6 +32,7 @@ needs_no_pyg_lib = pytest.mark.skipif(pyg_typing.WITH_PYG_LIB,
 #: The parameter every model applies first to the input points.
 FIRST_LAYER = {
     "pointnet2": "sa1_module.conv.local_nn.lins.0.weight",
+    "pointnet2_fc512": "sa1_module.conv.local_nn.lins.0.weight",
     "pointnet2_msg": "sa1_module.convs.0.local_nn.lins.0.weight",
     "dgcnn": "conv1.nn.lins.0.weight",
     "point_transformer": "mlp_input.0.weight",
@@ -164,6 +165,43 @@ def test_feat_dims():
     assert DGCNN(3).feat_dim == 1024
     assert PointTransformer(3).feat_dim == 512
     assert isinstance(PointNet2MSG(3).mlp, Linear) and PointNet2MSG(3).mlp.in_features == 512
+    assert PointNet2(3, head="fc512").feat_dim == 512
+    assert isinstance(PointNet2(3, head="fc512").mlp, Linear) and PointNet2(3, head="fc512").mlp.in_features == 512
+
+
+def test_fc512_head_is_pointcmt_student_head_on_the_same_set_abstractions():
+    torch.manual_seed(0)
+    pyg = PointNet2(NUM_CLASSES).eval()
+    ours = get_model("pointnet2_fc512", NUM_CLASSES)
+    assert ours.head == "fc512" and pyg.head == "pyg" and pyg.fc is None
+    # Same set-abstraction parameters; the head is FC(1024 -> 512, no bias)-BN-ReLU, then one linear layer.
+    trunk = {k: v for k, v in pyg.state_dict().items() if not k.startswith("mlp.")}
+    missing, unexpected = ours.load_state_dict(trunk, strict=False)
+    assert not unexpected and sorted(missing) == ["fc.0.weight", "fc.1.bias", "fc.1.running_mean",
+                                                  "fc.1.running_var", "fc.1.weight", "mlp.bias", "mlp.weight"]
+    assert [type(m) for m in ours.fc] == [Linear, BatchNorm1d, ReLU] and ours.fc[0].bias is None
+    assert (ours.fc[0].in_features, ours.fc[0].out_features) == (1024, 512)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in ours.modules())
+    ours.eval()
+    data = _clouds()
+    with torch.no_grad():
+        expected = ours.fc(pyg.features(data))
+        torch.testing.assert_close(ours.features(data), expected)
+        torch.testing.assert_close(ours(data), ours.mlp(expected))
+    # PyG's example state_dict is unchanged by the option.
+    assert "fc.0.weight" not in pyg.state_dict()
+
+
+def test_fc512_student_needs_no_projection_in_the_distiller():
+    from pointcmt_pyg.nn import CMPG, CrossModalDistiller
+    torch.manual_seed(0)
+    cmpg = CMPG(in_dim=512, num_points=64)
+    wrapped = CrossModalDistiller(get_model("pointnet2_fc512", NUM_CLASSES), cmpg=cmpg, teacher_dim=512,
+                                  recipe="official")
+    assert wrapped.student_to_teacher is None and wrapped.teacher_to_student is None
+    wrapped = CrossModalDistiller(get_model("pointnet2", NUM_CLASSES), cmpg=cmpg, teacher_dim=512,
+                                  recipe="official")
+    assert wrapped.student_to_teacher is not None
 
 
 def test_msg_layer_sizes_match_official_pointnet2_msg():
@@ -185,7 +223,7 @@ def test_msg_layer_sizes_match_official_pointnet2_msg():
 
 # ------------------------------------------------------------------ registry
 def test_registry():
-    assert list_models() == ["dgcnn", "point_transformer", "pointnet2", "pointnet2_msg"]
+    assert list_models() == ["dgcnn", "point_transformer", "pointnet2", "pointnet2_fc512", "pointnet2_msg"]
     assert set(MODELS) == set(FIRST_LAYER)
     assert isinstance(get_model("PointNet2-MSG", 4), PointNet2MSG)
     model = get_model("dgcnn", 4, k=7)
@@ -204,6 +242,15 @@ def test_bad_arguments(name):
         get_model(name, 0)
     with pytest.raises(ValueError, match="in_channels"):
         get_model(name, 3, in_channels=-1)
+
+
+def test_pointnet2_head_arguments():
+    with pytest.raises(ValueError, match="'head'"):
+        PointNet2(3, head="fc256")
+    with pytest.raises(ValueError, match="'dropout'"):
+        PointNet2(3, head="fc512", dropout=0.1)
+    assert PointNet2(3, dropout=0.1).mlp.dropout[:2] == [0.1, 0.1]
+    assert PointNet2(3).mlp.dropout[:2] == [0.5, 0.5]
 
 
 def test_bad_inputs_name_the_field():

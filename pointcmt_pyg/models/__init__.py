@@ -19,6 +19,7 @@ A model written against ``torch_geometric.nn`` (``fps``, ``knn``, ``radius``,
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, List
 
 from torch.nn import Module
@@ -45,6 +46,7 @@ __all__ = [
 #: Registry name -> model class (constructor ``cls(num_classes, **kwargs)``).
 MODELS: Dict[str, Callable[..., Module]] = {
     "pointnet2": PointNet2,
+    "pointnet2_fc512": functools.partial(PointNet2, head="fc512"),
     "pointnet2_msg": PointNet2MSG,
     "dgcnn": DGCNN,
     "point_transformer": PointTransformer,
@@ -61,6 +63,8 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> Module:
 
     Args:
         name (str): One of ``"pointnet2"`` (PointNet++ SSG, PyG example),
+            ``"pointnet2_fc512"`` (the same with PointCMT's 512-d FC-BN-ReLU
+            student head, ``PointNet2(head="fc512")``),
             ``"pointnet2_msg"`` (PointNet++ MSG, PointCMT's student),
             ``"dgcnn"``, ``"point_transformer"`` (case-insensitive; ``-``
             counts as ``_``).

@@ -187,44 +187,74 @@ class PointNet2(Module):
     128, 256]) -> GlobalSA(MLP[256+3, 256, 512, 1024]) -> mlp``, with the head
     ``mlp = MLP([1024, 512, 256, num_classes], dropout=0.5, norm=None)``.
 
+    ``head="fc512"`` (registered as ``"pointnet2_fc512"``) puts the head of
+    PointCMT's official student (`Yan et al., NeurIPS 2022
+    <https://arxiv.org/abs/2210.04208>`_; as :class:`PointNet2MSG`) on the
+    same set abstractions: ``fc = Linear(1024, 512, bias=False) - BatchNorm -
+    ReLU`` gives a 512-d global feature, the width of the teacher's image
+    feature, and ``mlp = Linear(512, num_classes)`` classifies it (no
+    dropout). A :class:`~pointcmt_pyg.nn.CrossModalDistiller` then feeds the
+    student's feature to the CMPG and the teacher feature to the student's
+    head directly, without the learned projections that a 1024-d feature
+    needs: the paper's set-up.
+
     Args:
         num_classes (int): Number of classes.
         in_channels (int): Per-point features ``F`` read from ``data.x``;
             ``0`` uses positions only and ignores ``data.x``. (default: ``0``)
-        dropout (float): Dropout of the head. (default: ``0.5``)
+        dropout (float, optional): Dropout of the ``"pyg"`` head; ``None``
+            means ``0.5``, and the ``"fc512"`` head takes none.
+            (default: ``None``)
         max_num_neighbors (int): Neighbours per sample in the set
             abstractions. (default: ``64``)
         grouping (str): ``"dense"`` (default) or ``"message_passing"`` (PyG's
             ``PointNetConv``): the implementation of the set abstractions,
             same parameters and results (:class:`SAModule`).
+        head (str): ``"pyg"`` (default: PyG's example, its ``state_dict``)
+            or ``"fc512"`` (PointCMT's student head, above).
 
     Attributes:
+        fc: The ``1024 -> 512`` FC-BN-ReLU of the ``"fc512"`` head (``None``
+            with ``"pyg"``).
         mlp: The classifier head, applied to the global feature.
-        feat_dim (int): Width of the global feature (``1024``).
+        feat_dim (int): Width of the global feature (``1024``, or ``512``
+            with ``head="fc512"``).
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 0, dropout: float = 0.5,
-                 max_num_neighbors: int = 64, grouping: str = "dense") -> None:
+    def __init__(self, num_classes: int, in_channels: int = 0, dropout: Optional[float] = None,
+                 max_num_neighbors: int = 64, grouping: str = "dense", head: str = "pyg") -> None:
         super().__init__()
         _check_classes(num_classes, in_channels)
+        if head not in ("pyg", "fc512"):
+            raise ValueError(f"'head' must be 'pyg' or 'fc512' (got {head!r})")
+        if head == "fc512" and dropout is not None:
+            raise ValueError(f"'dropout' applies to head='pyg' only; head='fc512' has no dropout "
+                             f"(got dropout={dropout!r})")
         self.num_classes = num_classes
         self.in_channels = in_channels
-        self.feat_dim = 1024
+        self.head = head
+        self.feat_dim = 1024 if head == "pyg" else 512
         self.sa1_module = SAModule(0.5, 0.2, MLP([in_channels + 3, 64, 64, 128]), max_num_neighbors,
                                    grouping)
         self.sa2_module = SAModule(0.25, 0.4, MLP([128 + 3, 128, 128, 256]), max_num_neighbors,
                                    grouping)
-        self.sa3_module = GlobalSAModule(MLP([256 + 3, 256, 512, self.feat_dim]), grouping)
-        self.mlp = MLP([self.feat_dim, 512, 256, num_classes], dropout=dropout, norm=None)
+        self.sa3_module = GlobalSAModule(MLP([256 + 3, 256, 512, 1024]), grouping)
+        self.fc: Optional[Module] = None
+        if head == "pyg":
+            self.mlp = MLP([1024, 512, 256, num_classes], dropout=0.5 if dropout is None else dropout,
+                           norm=None)
+        else:
+            self.fc = Sequential(Linear(1024, self.feat_dim, bias=False), BatchNorm1d(self.feat_dim), ReLU())
+            self.mlp = Linear(self.feat_dim, num_classes)
 
     def features(self, data: Any) -> Tensor:
-        r"""The global feature ``[B, 1024]`` (the input of :attr:`mlp`)."""
+        r"""The global feature ``[B, feat_dim]`` (the input of :attr:`mlp`)."""
         x, pos, batch, num_clouds = unpack_cloud_batch(data, type(self).__name__)
         x = _point_features(x, self.in_channels, type(self).__name__)
         x, pos, batch = self.sa1_module(x, pos, batch, num_clouds)
         x, pos, batch = self.sa2_module(x, pos, batch, num_clouds)
         x, _, _ = self.sa3_module(x, pos, batch, num_clouds)
-        return x
+        return x if self.fc is None else self.fc(x)
 
     def forward(self, data: Any) -> Tensor:
         r"""Logits ``[B, num_classes]`` of a PyG batch (``pos``, ``batch``,
