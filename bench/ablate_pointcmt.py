@@ -23,6 +23,8 @@ baseline. Each results row also scores the run's final weights
 be a folder written by ``bench/pack_run.py`` (no views, no ResNet: the KD term
 uses the packed teacher classifier). Results go to
 ``<run>/ablation/<name>/`` and are appended to ``<run>/ablation/results.jsonl``.
+``--teacher``, ``--cmpg`` and ``--features`` take those files from elsewhere
+(e.g. a teacher trained in another run folder).
 """
 import argparse
 import dataclasses
@@ -93,9 +95,20 @@ def main() -> None:
                              "(a student.pt state_dict, or a trainer best.pt of a plain run)")
     parser.add_argument("--tag", default="",
                         help="suffix of the variant names in the results (e.g. _ft)")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="teacher.pt instead of <run>/teacher/teacher.pt")
+    parser.add_argument("--cmpg", type=Path, default=None, help="cmpg.pt instead of <run>/cmpg/cmpg.pt")
+    parser.add_argument("--features", type=Path, default=None,
+                        help="feature cache instead of <run>/teacher_features.pt")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
+    teacher_path = args.teacher or args.run / "teacher" / "teacher.pt"
+    cmpg_path = args.cmpg or args.run / "cmpg" / "cmpg.pt"
+    features_path = args.features or args.run / "teacher_features.pt"
+    for flag, path in (("--teacher", args.teacher), ("--cmpg", args.cmpg), ("--features", args.features)):
+        if path is not None and not path.is_file():
+            parser.error(f"{flag} {path}: no such file")
 
     known = {f for f in PipelineConfig.__dataclass_fields__}
     saved = json.loads((args.run / "config.json").read_text())
@@ -106,12 +119,11 @@ def main() -> None:
     train, val = train_val_split(full_train, cfg.val_fraction, cfg.seed)
     seed = cfg.seed if args.seed is None else args.seed
     needs_teacher = any(not plain for _, _, _, plain in args.variant)
-    attach = (AttachImageFeatures(FeatureCache.load(args.run / "teacher_features.pt"))
-              if needs_teacher else None)
-    cmpg = load_cmpg(args.run / "cmpg" / "cmpg.pt") if needs_teacher else None
+    attach = AttachImageFeatures(FeatureCache.load(features_path)) if needs_teacher else None
+    cmpg = load_cmpg(cmpg_path) if needs_teacher else None
     teacher, classifier = None, None
-    if needs_teacher and (args.run / "teacher" / "teacher.pt").is_file():
-        teacher = load_teacher(args.run / "teacher" / "teacher.pt")
+    if needs_teacher and teacher_path.is_file():
+        teacher = load_teacher(teacher_path)
     elif needs_teacher:  # a folder packed by bench/pack_run.py: the teacher's classifier only
         head = torch.load(args.run / "teacher" / "classifier.pt", map_location="cpu")
         classifier = torch.nn.Linear(head["weight"].shape[1], head["weight"].shape[0])
