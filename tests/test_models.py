@@ -166,7 +166,8 @@ def test_feat_dims():
     assert PointTransformer(3).feat_dim == 512
     assert isinstance(PointNet2MSG(3).mlp, Linear) and PointNet2MSG(3).mlp.in_features == 512
     assert PointNet2(3, head="fc512").feat_dim == 512
-    assert isinstance(PointNet2(3, head="fc512").mlp, Linear) and PointNet2(3, head="fc512").mlp.in_features == 512
+    fc512 = PointNet2(3, head="fc512")
+    assert isinstance(fc512.mlp, Linear) and fc512.mlp.in_features == 512
 
 
 def test_fc512_head_is_pointcmt_student_head_on_the_same_set_abstractions():

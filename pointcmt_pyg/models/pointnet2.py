@@ -167,6 +167,14 @@ def _check_classes(num_classes: int, in_channels: int) -> None:
         raise ValueError(f"'in_channels' must be a non-negative int (got {in_channels!r})")
 
 
+def _pointcmt_head(in_dim: int, feat_dim: int, num_classes: int) -> Tuple[Module, Module]:
+    """The head of PointCMT's official student: ``Linear(in_dim, feat_dim, no
+    bias) - BatchNorm - ReLU`` (the global feature), then ``Linear(feat_dim,
+    num_classes)`` (the classifier), built in that order."""
+    fc = Sequential(Linear(in_dim, feat_dim, bias=False), BatchNorm1d(feat_dim), ReLU())
+    return fc, Linear(feat_dim, num_classes)
+
+
 def _point_features(x: Optional[Tensor], in_channels: int, model_name: str) -> Optional[Tensor]:
     """``data.x`` when the model takes per-point features, else ``None``."""
     if in_channels == 0:
@@ -244,8 +252,7 @@ class PointNet2(Module):
             self.mlp = MLP([1024, 512, 256, num_classes], dropout=0.5 if dropout is None else dropout,
                            norm=None)
         else:
-            self.fc = Sequential(Linear(1024, self.feat_dim, bias=False), BatchNorm1d(self.feat_dim), ReLU())
-            self.mlp = Linear(self.feat_dim, num_classes)
+            self.fc, self.mlp = _pointcmt_head(1024, self.feat_dim, num_classes)
 
     def features(self, data: Any) -> Tensor:
         r"""The global feature ``[B, feat_dim]`` (the input of :attr:`mlp`)."""
@@ -314,8 +321,7 @@ class PointNet2MSG(Module):
             [_shared_mlp([c_in, 64, 64, 128]), _shared_mlp([c_in, 128, 128, 256]),
              _shared_mlp([c_in, 128, 128, 256])], grouping)
         self.sa3_module = GlobalSAModule(_shared_mlp([128 + 256 + 256 + 3, 256, 512, 1024]), grouping)
-        self.fc = Sequential(Linear(1024, self.feat_dim, bias=False), BatchNorm1d(self.feat_dim), ReLU())
-        self.mlp = Linear(self.feat_dim, num_classes)
+        self.fc, self.mlp = _pointcmt_head(1024, self.feat_dim, num_classes)
 
     def features(self, data: Any) -> Tensor:
         r"""The global feature ``[B, 512]`` (the input of :attr:`mlp`)."""
