@@ -263,6 +263,10 @@ def _add_distiller_arguments(p: argparse.ArgumentParser, d: Any) -> None:
     p.add_argument("--w-kd", type=float, default=None,
                    help="Hinton KD weight, from the teacher's own classifier (default: the "
                         "recipe's; official 0)")
+    p.add_argument("--w-align", type=float, default=None,
+                   help="weight of a direct feature alignment, 1 - cos(student feature, teacher "
+                        "feature), without the CMPG; not in the paper, a control (default: the "
+                        "recipe's, 0)")
     p.add_argument("--temperature", type=float, default=None,
                    help="temperature of the KL terms (default: the recipe's; official 1)")
     p.add_argument("--w-proj", type=float, default=None,

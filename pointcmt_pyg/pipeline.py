@@ -141,8 +141,8 @@ class PipelineConfig:
         recipe (str): Stage-III loss recipe (:mod:`pointcmt_pyg.nn.recipes`):
             ``"balanced"`` (default, chosen on validation), ``"official"``
             (the exact official loss) or ``"kd"`` (plain Hinton KD).
-        w_fe, w_ce, w_kd, temperature, w_proj, detach_teacher_logits: PointCMT
-            loss settings (see :class:`~pointcmt_pyg.nn.CrossModalDistiller`);
+        w_fe, w_ce, w_kd, w_align, temperature, w_proj, detach_teacher_logits:
+            PointCMT loss settings (see :class:`~pointcmt_pyg.nn.CrossModalDistiller`);
             ``None``: the recipe's.
         warmup_epochs (float, optional): Ramp ``w_fe`` and ``w_ce`` from 0 over
             this many epochs of the PointCMT student; ``None``: the recipe's
@@ -211,6 +211,7 @@ class PipelineConfig:
     w_fe: Optional[float] = None
     w_ce: Optional[float] = None
     w_kd: Optional[float] = None
+    w_align: Optional[float] = None
     temperature: Optional[float] = None
     w_proj: Optional[float] = None
     detach_teacher_logits: Optional[bool] = None
@@ -257,6 +258,8 @@ class PipelineConfig:
             keys.append("precision")
         if self.view_channels != "depth" and stage in ("teacher", "cmpg", "pointcmt"):
             keys.append("view_channels")   # likewise: depth-view runs keep their settings
+        if self.w_align and stage == "pointcmt":
+            keys.append("w_align")         # likewise: runs without the alignment term keep theirs
         if self.teacher_folds != 1 and stage == "pointcmt":
             keys.append("teacher_folds")   # likewise: runs without cross-fitting keep theirs
         if self.select != "val_oa" and stage in ("baseline", "baseline_ft", "pointcmt"):
@@ -333,11 +336,12 @@ class PipelineConfig:
         recipe = get_recipe(cfg.recipe)          # ValueError naming `recipe`
         cfg = dataclasses.replace(
             cfg, **{name: getattr(recipe, name) for name in
-                    ("w_fe", "w_ce", "w_kd", "temperature", "w_proj", "detach_teacher_logits")
+                    ("w_fe", "w_ce", "w_kd", "w_align", "temperature", "w_proj",
+                     "detach_teacher_logits")
                     if getattr(cfg, name) is None},
             warmup_epochs=(recipe.warmup_fraction * cfg.student_epochs()
                            if cfg.warmup_epochs is None else cfg.warmup_epochs))
-        for name in ("w_fe", "w_ce", "w_kd", "w_proj", "warmup_epochs"):
+        for name in ("w_fe", "w_ce", "w_kd", "w_align", "w_proj", "warmup_epochs"):
             if not getattr(cfg, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)!r}")
         if not cfg.temperature > 0:
@@ -421,7 +425,7 @@ def distiller_kwargs(cfg: PipelineConfig, num_train: int) -> Dict[str, Any]:
     (recipe, weights, warm-up in steps, teacher features from the cache): the
     one place the pipeline and the console script build them."""
     cfg = cfg.resolved()
-    return dict(recipe=cfg.recipe, w_fe=cfg.w_fe, w_ce=cfg.w_ce, w_kd=cfg.w_kd,
+    return dict(recipe=cfg.recipe, w_fe=cfg.w_fe, w_ce=cfg.w_ce, w_kd=cfg.w_kd, w_align=cfg.w_align,
                 temperature=cfg.temperature, w_proj=cfg.w_proj,
                 detach_teacher_logits=cfg.detach_teacher_logits,
                 warmup_steps=warmup_steps(cfg.warmup_epochs, num_train, cfg.batch_size),

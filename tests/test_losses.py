@@ -177,3 +177,25 @@ def test_feature_enhancement_emd_eps_reaches_the_op(monkeypatch):
     assert seen == [0.05, 1e-3] and emd_module.DEFAULT_EPS == 1e-3
     # A 5 %-certified assignment moves the (square-rooted) loss by little, never below 0.
     assert loose.item() == pytest.approx(tight.item(), rel=0.05)
+
+
+def test_feature_alignment_loss_known_values_and_errors():
+    from pointcmt_pyg.nn import feature_alignment_loss
+    t = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    s_same = t * torch.tensor([[2.0], [0.5], [1.0]])             # same directions, other norms
+    s_orth = torch.tensor([[0.0, 5.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    assert feature_alignment_loss(s_same, t).item() == pytest.approx(0.0, abs=1e-7)
+    assert feature_alignment_loss(-s_same, t, weight=3.0).item() == pytest.approx(6.0)
+    assert feature_alignment_loss(s_orth, t).item() == pytest.approx(1.0)
+    # A per-sample mean: one aligned, one opposite, one orthogonal row -> (0 + 2 + 1) / 3.
+    mixed = torch.stack([s_same[0], -s_same[1], s_orth[2]])
+    assert feature_alignment_loss(mixed, t).item() == pytest.approx(1.0)
+    # The teacher side is a constant.
+    s = s_orth.clone().requires_grad_(True)
+    tt = t.clone().requires_grad_(True)
+    feature_alignment_loss(s, tt).backward()
+    assert s.grad is not None and tt.grad is None
+    with pytest.raises(ValueError, match="student_feature and teacher_feature"):
+        feature_alignment_loss(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="student_feature and teacher_feature"):
+        feature_alignment_loss(torch.zeros(3), torch.zeros(3))

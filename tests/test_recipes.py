@@ -296,3 +296,71 @@ def test_warmup_epochs_reach_the_distiller_as_the_steps_each_process_takes(monke
     for epochs in (0.25, 1.0, 2.0):
         cfg = PipelineConfig(warmup_epochs=epochs, batch_size=batch_size)
         assert distiller_kwargs(cfg, num_train)["warmup_steps"] == round(epochs * per_rank[0])
+
+
+def _np_one_minus_cos(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float((1.0 - cos).mean())
+
+
+def test_alignment_term_on_fixed_tensors_same_size_no_projection():
+    """w_align * mean(1 - cos(f_s, f_t)): equal feature sizes, so no projection;
+    never ramped; gradient reaches the student but not the teacher."""
+    torch.manual_seed(3)
+    student, teacher, cmpg = DataNet(), HeadedTeacher(), StandInCMPG()
+    model = CrossModalDistiller(student, teacher, cmpg, recipe="balanced", w_fe=0.0,
+                                w_align=2.5, warmup_steps=100)
+    assert model.student_to_teacher is None and model.w_align == 2.5
+    batch = make_batch(num_graphs=7)
+    f_s, f_t, zs, _, _, _ = _features(student, teacher, cmpg, batch)
+    out = model(batch)                   # step 0 of a 100-step warm-up: the ramp is 0
+    assert out.losses["align"].item() == pytest.approx(2.5 * _np_one_minus_cos(f_s, f_t), rel=1e-5)
+    assert out.losses["feature"].item() == 0.0
+    out.loss.backward()
+    assert student.point[0].weight.grad.abs().sum() > 0
+    assert teacher.lin.weight.grad is None and teacher.head.weight.grad is None
+    # Without w_align the term is absent, and the loss is the same as before it existed.
+    torch.manual_seed(3)
+    plain = CrossModalDistiller(DataNet(), HeadedTeacher(), StandInCMPG(), recipe="balanced", w_fe=0.0)
+    out0 = plain(batch)
+    assert "align" not in out0.losses
+    assert out.loss.item() == pytest.approx(out0.loss.item() + out.losses["align"].item(), rel=1e-6)
+
+
+def test_alignment_term_projects_a_student_feature_of_another_size():
+    torch.manual_seed(4)
+    student, teacher = DataNet(dim=5), HeadedTeacher(feat_dim=8)
+    # No CMPG at all: the alignment term alone creates P_st (5 -> 8).
+    model = CrossModalDistiller(student, teacher, None, recipe="kd", w_align=1.0)
+    assert isinstance(model.student_to_teacher, nn.Linear)
+    assert (model.student_to_teacher.in_features, model.student_to_teacher.out_features) == (5, 8)
+    assert model.teacher_to_student is None
+    batch = make_batch(num_graphs=4)
+    with torch.no_grad():
+        f_s = global_max_pool(student.point(batch.pos), batch.batch)
+        f_t = teacher.lin(batch.views.flatten(2)).amax(dim=1)
+        f_s_t = model.student_to_teacher(f_s)
+    out = model(batch)
+    assert out.losses["align"].item() == pytest.approx(_np_one_minus_cos(f_s_t, f_t), rel=1e-5)
+    out.loss.backward()
+    assert model.student_to_teacher.weight.grad.abs().sum() > 0
+    # The projection is among the parameters the optimizer gets.
+    assert any(p is model.student_to_teacher.weight for p in model.trainable_parameters())
+    # Without the term (and without a CMPG) there is nothing to project for.
+    assert CrossModalDistiller(DataNet(dim=5), HeadedTeacher(), None,
+                               recipe="kd").student_to_teacher is None
+
+
+def test_alignment_weight_errors_name_it_and_reach_the_config():
+    with pytest.raises(ValueError, match="w_align must be"):
+        CrossModalDistiller(DataNet(), HeadedTeacher(), w_align=-0.5)
+    with pytest.raises(ValueError, match="w_align must be"):
+        PipelineConfig(w_align=-1.0).resolved()
+    assert all(recipe.w_align == 0.0 for recipe in RECIPES.values())
+    cfg = PipelineConfig(recipe="balanced", w_align=2.0)
+    assert distiller_kwargs(cfg, 100)["w_align"] == 2.0
+    assert distiller_kwargs(PipelineConfig(), 100)["w_align"] == 0.0
+    # Recorded in the PointCMT stage's settings only when used (older runs keep theirs).
+    assert cfg.resolved().settings("pointcmt")["w_align"] == 2.0
+    assert "w_align" not in PipelineConfig().resolved().settings("pointcmt")

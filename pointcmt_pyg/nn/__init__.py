@@ -4,8 +4,8 @@ the multi-view image teacher, the cross-modal point generator (CMPG), the
 from .teacher import (RESNET_BACKBONES, MultiViewTeacher, adapt_first_conv, load_teacher,
                       save_teacher)
 from .cmpg import CMPG, load_cmpg, save_cmpg
-from .losses import (classifier_enhancement_loss, feature_enhancement_loss,
-                     label_smoothing_cross_entropy, sqrt_emd)
+from .losses import (classifier_enhancement_loss, feature_alignment_loss,
+                     feature_enhancement_loss, label_smoothing_cross_entropy, sqrt_emd)
 from .distiller import CrossModalDistiller, DistillerOutput, find_head
 
 __all__ = [
@@ -24,4 +24,5 @@ __all__ = [
     "sqrt_emd",
     "feature_enhancement_loss",
     "classifier_enhancement_loss",
+    "feature_alignment_loss",
 ]

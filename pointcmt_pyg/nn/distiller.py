@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .losses import (classifier_enhancement_loss, feature_enhancement_loss,
-                     label_smoothing_cross_entropy)
+from .losses import (classifier_enhancement_loss, feature_alignment_loss,
+                     feature_enhancement_loss, label_smoothing_cross_entropy)
 from .recipes import DEFAULT_RECIPE, Recipe, get_recipe
 
 __all__ = ["CrossModalDistiller", "DistillerOutput", "find_head"]
@@ -168,6 +168,11 @@ class CrossModalDistiller(nn.Module):
       teacher's own frozen classifier (``teacher.head``) and ``z_s`` the
       student's logits; not ramped by ``warmup_steps`` (its target is the
       trained teacher's prediction, informative from the first step).
+    * ``align`` (only with ``w_align > 0``; not part of PointCMT, a control
+      without the CMPG): ``w_align * mean(1 - cos(P_st f_s, f_t))``, the
+      student feature pulled straight towards the teacher's
+      (:func:`~pointcmt_pyg.nn.losses.feature_alignment_loss`); not ramped
+      either. It shares ``P_st`` with the feature term.
 
     The defaults of every weight come from ``recipe`` (see
     :mod:`pointcmt_pyg.nn.recipes`): ``"official"`` is exactly the official
@@ -178,7 +183,8 @@ class CrossModalDistiller(nn.Module):
     ``P_st`` / ``P_ts`` are learnable ``nn.Linear`` maps (attributes
     ``student_to_teacher`` / ``teacher_to_student``) created only when the
     student's feature size differs from the teacher's (and the term using each
-    is on); otherwise ``None`` (identity). Give them to the optimizer:
+    is on: ``P_st`` for the feature and alignment terms, ``P_ts`` for the
+    classifier enhancement); otherwise ``None`` (identity). Give them to the optimizer:
     :meth:`trainable_parameters` holds the student's and theirs.
 
     Feature sizes that differ are not an official set-up (the official
@@ -238,6 +244,9 @@ class CrossModalDistiller(nn.Module):
             and ``w_proj > 0``, else ``False`` (official). (default: ``None``)
         w_kd (float, optional): Hinton KD weight (teacher's own classifier).
             (default: the recipe's)
+        w_align (float, optional): Weight of the direct feature alignment
+            ``1 - cos(P_st f_s, f_t)`` (no CMPG; not in the paper).
+            (default: the recipe's, ``0`` in every recipe)
         recipe (str or Recipe): Where the unset weights come from:
             ``"balanced"``, ``"official"`` or ``"kd"``.
             (default: ``"balanced"``)
@@ -278,6 +287,7 @@ class CrossModalDistiller(nn.Module):
         detach_head_teacher: bool = False,
         detach_teacher_logits: Optional[bool] = None,
         w_kd: Optional[float] = None,
+        w_align: Optional[float] = None,
         recipe: Union[str, Recipe] = DEFAULT_RECIPE,
         teacher_classifier: Optional[nn.Module] = None,
         teacher_source: str = "auto",
@@ -293,6 +303,7 @@ class CrossModalDistiller(nn.Module):
         w_fe = self.recipe.w_fe if w_fe is None else w_fe
         w_ce = self.recipe.w_ce if w_ce is None else w_ce
         w_kd = self.recipe.w_kd if w_kd is None else w_kd
+        w_align = self.recipe.w_align if w_align is None else w_align
         w_proj = self.recipe.w_proj if w_proj is None else w_proj
         label_smoothing = (self.recipe.label_smoothing if label_smoothing is None
                            else label_smoothing)
@@ -310,7 +321,8 @@ class CrossModalDistiller(nn.Module):
                                 f"(got {getattr(teacher, 'feat_dim', None)!r})")
         if cmpg is not None and not isinstance(cmpg, nn.Module):
             raise TypeError(f"cmpg must be an nn.Module or None, got {type(cmpg).__name__}")
-        for name, value in (("w_fe", w_fe), ("w_ce", w_ce), ("w_proj", w_proj), ("w_kd", w_kd)):
+        for name, value in (("w_fe", w_fe), ("w_ce", w_ce), ("w_proj", w_proj), ("w_kd", w_kd),
+                            ("w_align", w_align)):
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
@@ -382,7 +394,7 @@ class CrossModalDistiller(nn.Module):
         differ = self.student_dim != self.teacher_dim
         self.student_to_teacher: Optional[nn.Linear] = (
             nn.Linear(self.student_dim, self.teacher_dim)
-            if differ and cmpg is not None and w_fe > 0 else None)
+            if differ and ((cmpg is not None and w_fe > 0) or w_align > 0) else None)
         self.teacher_to_student: Optional[nn.Linear] = (
             nn.Linear(self.teacher_dim, self.student_dim) if differ and w_ce > 0 else None)
 
@@ -396,6 +408,7 @@ class CrossModalDistiller(nn.Module):
         self.w_fe = float(w_fe)
         self.w_ce = float(w_ce)
         self.w_kd = float(w_kd)
+        self.w_align = float(w_align)
         self.w_proj = float(w_proj)
         self.label_smoothing = float(label_smoothing)
         self.temperature = float(temperature)
@@ -475,8 +488,10 @@ class CrossModalDistiller(nn.Module):
 
         ce = label_smoothing_cross_entropy(logits, target, self.label_smoothing)
 
-        if self.cmpg is not None and self.w_fe > 0:
+        f_s_t = None
+        if (self.cmpg is not None and self.w_fe > 0) or self.w_align > 0:
             f_s_t = f_s if self.student_to_teacher is None else self.student_to_teacher(f_s)
+        if self.cmpg is not None and self.w_fe > 0:
             feature = feature_enhancement_loss(f_s_t, f_t, self.cmpg, weight=self.w_fe * ramp,
                                                normalize_points=self.normalize_points,
                                                emd_eps=self.emd_eps)
@@ -521,6 +536,8 @@ class CrossModalDistiller(nn.Module):
             anchor_logits = self._head_on(f_t_s, detach=True)
             losses["projection"] = self.w_proj * label_smoothing_cross_entropy(
                 anchor_logits, target, self.label_smoothing)
+        if self.w_align > 0:
+            losses["align"] = feature_alignment_loss(f_s_t, f_t, weight=self.w_align)
         self.num_steps += 1                     # only forwards that produced a loss count
         return DistillerOutput(logits=logits, loss=sum(losses.values()), losses=losses)
 

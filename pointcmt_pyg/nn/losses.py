@@ -56,6 +56,7 @@ __all__ = [
     "sqrt_emd",
     "feature_enhancement_loss",
     "classifier_enhancement_loss",
+    "feature_alignment_loss",
 ]
 
 
@@ -209,3 +210,43 @@ def classifier_enhancement_loss(student_logits: Tensor, teacher_logits: Tensor,
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
     return weight * temperature**2 * kl
+
+
+def feature_alignment_loss(student_feature: Tensor, teacher_feature: Tensor,
+                           weight: float = 1.0) -> Tensor:
+    r"""Direct feature alignment: one minus the cosine similarity between the
+    student's feature (projected to the teacher's size) and the frozen
+    teacher's image feature, a per-sample mean.
+
+    .. math::
+
+        \mathcal{L}_{align} = w_{align} \, \frac{1}{B} \sum_b
+            \Big(1 - \frac{\langle f_{s,b}, f_{t,b} \rangle}
+                            {\lVert f_{s,b} \rVert \, \lVert f_{t,b} \rVert}\Big)
+
+    Not part of PointCMT: a control that asks the student's feature to point
+    where the teacher's does, without the CMPG in between (the CMPG's EMD
+    compares coarse point clouds, which may drop what separates classes). It is
+    the cosine form of feature-regression distillation
+    (`FitNets <https://arxiv.org/abs/1412.6550>`_; across modalities:
+    `Gupta et al., 2016 <https://arxiv.org/abs/1507.00448>`_). Scale-free, so
+    its size does not depend on the feature norms; in ``[0, 2]``.
+
+    The teacher feature is a constant (no gradient); a zero vector on either
+    side counts as cosine ``0`` (PyTorch's ``eps`` of ``1e-8``).
+
+    Args:
+        student_feature (Tensor): ``[B, D]``, already in the teacher's size.
+        teacher_feature (Tensor): ``[B, D]``.
+        weight (float): :math:`w_{align}`. (default: ``1.0``)
+
+    Returns:
+        Tensor: The weighted scalar loss.
+    """
+    if student_feature.dim() != 2 or teacher_feature.shape != student_feature.shape:
+        raise ValueError(
+            "student_feature and teacher_feature must both be [B, D] with the same shape, "
+            f"got {tuple(student_feature.shape)} and {tuple(teacher_feature.shape)}")
+    cos = F.cosine_similarity(student_feature.float(), teacher_feature.detach().float(),
+                              dim=1, eps=1e-8)
+    return weight * (1.0 - cos).mean()

@@ -50,6 +50,9 @@ class Recipe:
             (only when feature sizes differ and ``w_ce > 0``).
         detach_teacher_logits (bool, optional): Constant target for the
             classifier-enhancement KL; ``None``: automatic (see the distiller).
+        w_align (float): Direct feature alignment ``1 - cos`` between the
+            (projected) student feature and the teacher's, no CMPG; not in the
+            paper, ``0`` in every recipe (a control, RESULTS.md).
         warmup_fraction (float): Share of the training schedule over which
             ``w_fe`` and ``w_ce`` ramp from 0 (the pipeline turns it into
             steps).
@@ -62,6 +65,7 @@ class Recipe:
     w_proj: float = 1.0
     detach_teacher_logits: Optional[bool] = None
     warmup_fraction: float = 0.0
+    w_align: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
