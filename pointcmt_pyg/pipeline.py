@@ -141,8 +141,8 @@ class PipelineConfig:
         recipe (str): Stage-III loss recipe (:mod:`pointcmt_pyg.nn.recipes`):
             ``"balanced"`` (default, chosen on validation), ``"official"``
             (the exact official loss) or ``"kd"`` (plain Hinton KD).
-        w_fe, w_ce, w_kd, w_align, temperature, w_proj, detach_teacher_logits:
-            PointCMT loss settings (see :class:`~pointcmt_pyg.nn.CrossModalDistiller`);
+        w_fe, w_ce, w_kd, w_align, align_center, temperature, w_proj,
+            detach_teacher_logits: PointCMT loss settings (see :class:`~pointcmt_pyg.nn.CrossModalDistiller`);
             ``None``: the recipe's.
         warmup_epochs (float, optional): Ramp ``w_fe`` and ``w_ce`` from 0 over
             this many epochs of the PointCMT student; ``None``: the recipe's
@@ -212,6 +212,7 @@ class PipelineConfig:
     w_ce: Optional[float] = None
     w_kd: Optional[float] = None
     w_align: Optional[float] = None
+    align_center: bool = False
     temperature: Optional[float] = None
     w_proj: Optional[float] = None
     detach_teacher_logits: Optional[bool] = None
@@ -260,6 +261,8 @@ class PipelineConfig:
             keys.append("view_channels")   # likewise: depth-view runs keep their settings
         if self.w_align and stage == "pointcmt":
             keys.append("w_align")         # likewise: runs without the alignment term keep theirs
+            if self.align_center:
+                keys.append("align_center")
         if self.teacher_folds != 1 and stage == "pointcmt":
             keys.append("teacher_folds")   # likewise: runs without cross-fitting keep theirs
         if self.select != "val_oa" and stage in ("baseline", "baseline_ft", "pointcmt"):
@@ -426,6 +429,7 @@ def distiller_kwargs(cfg: PipelineConfig, num_train: int) -> Dict[str, Any]:
     one place the pipeline and the console script build them."""
     cfg = cfg.resolved()
     return dict(recipe=cfg.recipe, w_fe=cfg.w_fe, w_ce=cfg.w_ce, w_kd=cfg.w_kd, w_align=cfg.w_align,
+                align_center=cfg.align_center,
                 temperature=cfg.temperature, w_proj=cfg.w_proj,
                 detach_teacher_logits=cfg.detach_teacher_logits,
                 warmup_steps=warmup_steps(cfg.warmup_epochs, num_train, cfg.batch_size),

@@ -199,3 +199,14 @@ def test_feature_alignment_loss_known_values_and_errors():
         feature_alignment_loss(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="student_feature and teacher_feature"):
         feature_alignment_loss(torch.zeros(3), torch.zeros(3))
+
+
+def test_feature_alignment_loss_centred():
+    from pointcmt_pyg.nn import feature_alignment_loss
+    t = torch.tensor([[1.0, 2.0], [3.0, 2.0]])         # batch mean (2, 2): centred rows (-1, 0), (1, 0)
+    s = torch.tensor([[5.0, 1.0], [5.0, 3.0]])         # batch mean (5, 2): centred rows (0, -1), (0, 1)
+    assert feature_alignment_loss(s, t, center=True).item() == pytest.approx(1.0)     # orthogonal
+    s2 = torch.tensor([[0.0, 7.0], [4.0, 7.0]])        # centred rows (-2, 0), (2, 0): aligned
+    assert feature_alignment_loss(s2, t, center=True).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="at least 2"):
+        feature_alignment_loss(torch.ones(1, 2), torch.ones(1, 2), center=True)

@@ -364,3 +364,24 @@ def test_alignment_weight_errors_name_it_and_reach_the_config():
     # Recorded in the PointCMT stage's settings only when used (older runs keep theirs).
     assert cfg.resolved().settings("pointcmt")["w_align"] == 2.0
     assert "w_align" not in PipelineConfig().resolved().settings("pointcmt")
+
+
+def test_centred_alignment_removes_the_batch_mean_of_each_side():
+    torch.manual_seed(5)
+    student, teacher = DataNet(), HeadedTeacher()
+    model = CrossModalDistiller(student, teacher, None, recipe="kd", w_align=1.5, align_center=True)
+    batch = make_batch(num_graphs=6)
+    with torch.no_grad():
+        f_s = global_max_pool(student.point(batch.pos), batch.batch).double().numpy()
+        f_t = teacher.lin(batch.views.flatten(2)).amax(dim=1).double().numpy()
+    expected = 1.5 * _np_one_minus_cos(f_s - f_s.mean(0), f_t - f_t.mean(0))
+    out = model(batch)
+    assert out.losses["align"].item() == pytest.approx(expected, rel=1e-5)
+    # Not the uncentred value: the centring changes the term on these features.
+    assert abs(expected - 1.5 * _np_one_minus_cos(f_s, f_t)) > 1e-3
+    with pytest.raises(TypeError, match="align_center"):
+        CrossModalDistiller(DataNet(), HeadedTeacher(), w_align=1.0, align_center="yes")
+    cfg = PipelineConfig(w_align=2.0, align_center=True)
+    assert distiller_kwargs(cfg, 10)["align_center"] is True
+    assert cfg.resolved().settings("pointcmt")["align_center"] is True
+    assert "align_center" not in PipelineConfig(w_align=2.0).resolved().settings("pointcmt")

@@ -172,7 +172,8 @@ class CrossModalDistiller(nn.Module):
       without the CMPG): ``w_align * mean(1 - cos(P_st f_s, f_t))``, the
       student feature pulled straight towards the teacher's
       (:func:`~pointcmt_pyg.nn.losses.feature_alignment_loss`); not ramped
-      either. It shares ``P_st`` with the feature term.
+      either. It shares ``P_st`` with the feature term. ``align_center=True``
+      removes each side's batch mean first.
 
     The defaults of every weight come from ``recipe`` (see
     :mod:`pointcmt_pyg.nn.recipes`): ``"official"`` is exactly the official
@@ -247,6 +248,10 @@ class CrossModalDistiller(nn.Module):
         w_align (float, optional): Weight of the direct feature alignment
             ``1 - cos(P_st f_s, f_t)`` (no CMPG; not in the paper).
             (default: the recipe's, ``0`` in every recipe)
+        align_center (bool): Batch-centre both features before the
+            alignment's cosine (see
+            :func:`~pointcmt_pyg.nn.losses.feature_alignment_loss`).
+            (default: ``False``)
         recipe (str or Recipe): Where the unset weights come from:
             ``"balanced"``, ``"official"`` or ``"kd"``.
             (default: ``"balanced"``)
@@ -288,6 +293,7 @@ class CrossModalDistiller(nn.Module):
         detach_teacher_logits: Optional[bool] = None,
         w_kd: Optional[float] = None,
         w_align: Optional[float] = None,
+        align_center: bool = False,
         recipe: Union[str, Recipe] = DEFAULT_RECIPE,
         teacher_classifier: Optional[nn.Module] = None,
         teacher_source: str = "auto",
@@ -409,6 +415,9 @@ class CrossModalDistiller(nn.Module):
         self.w_ce = float(w_ce)
         self.w_kd = float(w_kd)
         self.w_align = float(w_align)
+        if not isinstance(align_center, bool):
+            raise TypeError(f"align_center must be a bool, got {align_center!r}")
+        self.align_center = align_center
         self.w_proj = float(w_proj)
         self.label_smoothing = float(label_smoothing)
         self.temperature = float(temperature)
@@ -537,7 +546,8 @@ class CrossModalDistiller(nn.Module):
             losses["projection"] = self.w_proj * label_smoothing_cross_entropy(
                 anchor_logits, target, self.label_smoothing)
         if self.w_align > 0:
-            losses["align"] = feature_alignment_loss(f_s_t, f_t, weight=self.w_align)
+            losses["align"] = feature_alignment_loss(f_s_t, f_t, weight=self.w_align,
+                                                     center=self.align_center)
         self.num_steps += 1                     # only forwards that produced a loss count
         return DistillerOutput(logits=logits, loss=sum(losses.values()), losses=losses)
 
