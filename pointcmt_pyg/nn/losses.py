@@ -60,6 +60,13 @@ __all__ = [
 ]
 
 
+def _check_feature_pair(student_feature: Tensor, teacher_feature: Tensor) -> None:
+    if student_feature.dim() != 2 or teacher_feature.shape != student_feature.shape:
+        raise ValueError(
+            "student_feature and teacher_feature must both be [B, D] with the same shape, "
+            f"got {tuple(student_feature.shape)} and {tuple(teacher_feature.shape)}")
+
+
 def label_smoothing_cross_entropy(logits: Tensor, target: Tensor,
                                   smoothing: float = 0.2) -> Tensor:
     r"""Cross-entropy against smoothed one-hot targets, as the official code.
@@ -153,10 +160,7 @@ def feature_enhancement_loss(student_feature: Tensor, teacher_feature: Tensor,
     Returns:
         Tensor: The weighted scalar loss.
     """
-    if student_feature.dim() != 2 or teacher_feature.shape != student_feature.shape:
-        raise ValueError(
-            "student_feature and teacher_feature must both be [B, D] with the same "
-            f"shape, got {tuple(student_feature.shape)} and {tuple(teacher_feature.shape)}")
+    _check_feature_pair(student_feature, teacher_feature)
     with torch.no_grad():
         teacher_points = cmpg(teacher_feature)
     student_points = cmpg(student_feature)
@@ -254,10 +258,7 @@ def feature_alignment_loss(student_feature: Tensor, teacher_feature: Tensor,
     Returns:
         Tensor: The weighted scalar loss.
     """
-    if student_feature.dim() != 2 or teacher_feature.shape != student_feature.shape:
-        raise ValueError(
-            "student_feature and teacher_feature must both be [B, D] with the same shape, "
-            f"got {tuple(student_feature.shape)} and {tuple(teacher_feature.shape)}")
+    _check_feature_pair(student_feature, teacher_feature)
     f_s, f_t = student_feature.float(), teacher_feature.detach().float()
     if center:
         if f_s.size(0) < 2:
