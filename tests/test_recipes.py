@@ -381,6 +381,8 @@ def test_centred_alignment_removes_the_batch_mean_of_each_side():
     assert abs(expected - 1.5 * _np_one_minus_cos(f_s, f_t)) > 1e-3
     with pytest.raises(TypeError, match="align_center"):
         CrossModalDistiller(DataNet(), HeadedTeacher(), w_align=1.0, align_center="yes")
+    with pytest.raises(ValueError, match="align_center must be a bool"):
+        PipelineConfig(align_center="yes").resolved()      # before stages I and II run
     cfg = PipelineConfig(w_align=2.0, align_center=True)
     assert distiller_kwargs(cfg, 10)["align_center"] is True
     assert cfg.resolved().settings("pointcmt")["align_center"] is True
