@@ -267,7 +267,7 @@ def _add_distiller_arguments(p: argparse.ArgumentParser, d: Any) -> None:
                    help="weight of a direct feature alignment, 1 - cos(student feature, teacher "
                         "feature), without the CMPG; not in the paper, a control (default: the "
                         "recipe's, 0)")
-    p.add_argument("--align-center", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--align-center", action=argparse.BooleanOptionalAction, default=False,
                    help="with --w-align: subtract each side's batch mean before the cosine "
                         "(default: no)")
     p.add_argument("--temperature", type=float, default=None,

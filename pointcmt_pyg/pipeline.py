@@ -315,7 +315,7 @@ class PipelineConfig:
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("synthetic_scan", "synthetic_rescan"):
+        for name in ("synthetic_scan", "synthetic_rescan", "align_center"):
             if not isinstance(getattr(cfg, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(cfg, name)!r}")
         if cfg.synthetic_rescan and not cfg.synthetic_scan:
@@ -344,8 +344,6 @@ class PipelineConfig:
                     if getattr(cfg, name) is None},
             warmup_epochs=(recipe.warmup_fraction * cfg.student_epochs()
                            if cfg.warmup_epochs is None else cfg.warmup_epochs))
-        if not isinstance(cfg.align_center, bool):
-            raise ValueError(f"align_center must be a bool, got {cfg.align_center!r}")
         for name in ("w_fe", "w_ce", "w_kd", "w_align", "w_proj", "warmup_epochs"):
             if not getattr(cfg, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)!r}")
