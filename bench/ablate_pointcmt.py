@@ -50,10 +50,13 @@ from pointcmt_pyg.train import seed_everything, train_student
 
 from final_epoch import student_state  # noqa: E402  (bench/, beside this script)
 
-DISTILLER_KEYS = {"recipe": str, "w_kd": float, "w_align": float, "align_center": lambda v: v.lower() in ("1", "true", "yes"), "w_fe": float, "w_ce": float, "w_proj": float, "head": str, "temperature": float,
-                  "detach_head_teacher": lambda v: v.lower() in ("1", "true", "yes"),
-                  "detach_teacher_logits": lambda v: v.lower() in ("1", "true", "yes"),
-                  "normalize_points": lambda v: v.lower() in ("1", "true", "yes"),
+def _yes(value: str) -> bool:
+    return value.lower() in ("1", "true", "yes")
+
+
+DISTILLER_KEYS = {"recipe": str, "w_kd": float, "w_align": float, "align_center": _yes, "w_fe": float, "w_ce": float,
+                  "w_proj": float, "head": str, "temperature": float,
+                  "detach_head_teacher": _yes, "detach_teacher_logits": _yes, "normalize_points": _yes,
                   "label_smoothing": float, "emd_eps": float}
 TRAIN_KEYS = {"max_grad_norm": float, "weight_decay": float, "lr": float, "epochs": int,
               "warmup_fraction": float, "select": str}

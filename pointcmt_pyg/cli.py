@@ -265,8 +265,8 @@ def _add_distiller_arguments(p: argparse.ArgumentParser, d: Any) -> None:
                         "recipe's; official 0)")
     p.add_argument("--w-align", type=float, default=None,
                    help="weight of a direct feature alignment, 1 - cos(student feature, teacher "
-                        "feature), without the CMPG; not in the paper, a control (default: the "
-                        "recipe's, 0)")
+                        "feature), without the CMPG; not in the paper (with --align-center: the "
+                        "largest gain measured, RESULTS.md session 22) (default: the recipe's, 0)")
     p.add_argument("--align-center", action=argparse.BooleanOptionalAction, default=False,
                    help="with --w-align: subtract each side's batch mean before the cosine "
                         "(default: no)")

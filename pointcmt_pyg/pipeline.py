@@ -142,8 +142,9 @@ class PipelineConfig:
             ``"balanced"`` (default, chosen on validation), ``"official"``
             (the exact official loss) or ``"kd"`` (plain Hinton KD).
         w_fe, w_ce, w_kd, w_align, align_center, temperature, w_proj,
-            detach_teacher_logits: PointCMT loss settings (see :class:`~pointcmt_pyg.nn.CrossModalDistiller`);
-            ``None``: the recipe's.
+            detach_teacher_logits: PointCMT loss settings (see
+            :class:`~pointcmt_pyg.nn.CrossModalDistiller`); ``None``: the
+            recipe's.
         warmup_epochs (float, optional): Ramp ``w_fe`` and ``w_ce`` from 0 over
             this many epochs of the PointCMT student; ``None``: the recipe's
             share of ``epochs`` (official: none).

@@ -497,10 +497,11 @@ class CrossModalDistiller(nn.Module):
 
         ce = label_smoothing_cross_entropy(logits, target, self.label_smoothing)
 
+        feature_on = self.cmpg is not None and self.w_fe > 0
         f_s_t = None
-        if (self.cmpg is not None and self.w_fe > 0) or self.w_align > 0:
+        if feature_on or self.w_align > 0:        # both terms see P_st f_s
             f_s_t = f_s if self.student_to_teacher is None else self.student_to_teacher(f_s)
-        if self.cmpg is not None and self.w_fe > 0:
+        if feature_on:
             feature = feature_enhancement_loss(f_s_t, f_t, self.cmpg, weight=self.w_fe * ramp,
                                                normalize_points=self.normalize_points,
                                                emd_eps=self.emd_eps)

@@ -228,9 +228,11 @@ def feature_alignment_loss(student_feature: Tensor, teacher_feature: Tensor,
             \Big(1 - \frac{\langle f_{s,b}, f_{t,b} \rangle}
                             {\lVert f_{s,b} \rVert \, \lVert f_{t,b} \rVert}\Big)
 
-    Not part of PointCMT: a control that asks the student's feature to point
-    where the teacher's does, without the CMPG in between (the CMPG's EMD
-    compares coarse point clouds, which may drop what separates classes). It is
+    Not part of PointCMT: it asks the student's feature to point where the
+    teacher's does, without the CMPG in between (the CMPG's EMD compares
+    coarse point clouds, which may drop what separates classes); with
+    ``center=True`` it gave the largest gain measured in this project
+    (RESULTS.md, session 22). It is
     the cosine form of feature-regression distillation
     (`FitNets <https://arxiv.org/abs/1412.6550>`_; across modalities:
     `Gupta et al., 2016 <https://arxiv.org/abs/1507.00448>`_). Scale-free, so

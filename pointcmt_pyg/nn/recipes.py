@@ -52,7 +52,8 @@ class Recipe:
             classifier-enhancement KL; ``None``: automatic (see the distiller).
         w_align (float): Direct feature alignment ``1 - cos`` between the
             (projected) student feature and the teacher's, no CMPG; not in the
-            paper, ``0`` in every recipe (a control, RESULTS.md).
+            paper, ``0`` in every recipe so far (RESULTS.md, session 22, has
+            its measurements).
         warmup_fraction (float): Share of the training schedule over which
             ``w_fe`` and ``w_ce`` ramp from 0 (the pipeline turns it into
             steps).
