@@ -250,11 +250,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _add_distiller_arguments(p: argparse.ArgumentParser, d: Any) -> None:
     from .nn.recipes import RECIPES
     p.add_argument("--recipe", choices=sorted(RECIPES), default=d.recipe,
-                   help="stage-III loss recipe: balanced (default, chosen on validation: KD "
-                        "from the teacher's classifier at T=1 + feature enhancement w_fe 3 with "
-                        "warm-up), official "
-                        "(the exact official loss: w_fe 30, w_ce 9.6, T 1) or kd (plain "
-                        "Hinton KD); the flags below override single settings")
+                   help="stage-III loss recipe: balanced (KD from the teacher's classifier at "
+                        "T=1 + feature enhancement w_fe 3 with warm-up), aligned (the same KD + "
+                        "a batch-centred cosine alignment to the teacher's feature, w_align 2, "
+                        "no CMPG), official (the exact official loss: w_fe 30, w_ce 9.6, T 1) "
+                        f"or kd (plain Hinton KD) (default: {d.recipe}, chosen on validation, "
+                        "RESULTS.md); the flags below override single settings")
     p.add_argument("--w-fe", type=float, default=None,
                    help="feature-enhancement weight (default: the recipe's; official 30)")
     p.add_argument("--w-ce", type=float, default=None,
@@ -266,10 +267,11 @@ def _add_distiller_arguments(p: argparse.ArgumentParser, d: Any) -> None:
     p.add_argument("--w-align", type=float, default=None,
                    help="weight of a direct feature alignment, 1 - cos(student feature, teacher "
                         "feature), without the CMPG; not in the paper (with --align-center: the "
-                        "largest gain measured, RESULTS.md session 22) (default: the recipe's, 0)")
-    p.add_argument("--align-center", action=argparse.BooleanOptionalAction, default=False,
+                        "largest gain measured, RESULTS.md sessions 22-23) (default: the recipe's, "
+                        "2 in aligned, else 0)")
+    p.add_argument("--align-center", action=argparse.BooleanOptionalAction, default=None,
                    help="with --w-align: subtract each side's batch mean before the cosine "
-                        "(default: no)")
+                        "(default: the recipe's, yes only in aligned)")
     p.add_argument("--temperature", type=float, default=None,
                    help="temperature of the KL terms (default: the recipe's; official 1)")
     p.add_argument("--w-proj", type=float, default=None,
@@ -660,11 +662,15 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         if given:
             raise InputError(f"--baseline trains the plain model: drop {', '.join(given)}")
     else:
-        cmpg_path = Path(args.cmpg or RUN_DIR / "cmpg" / "cmpg.pt").expanduser()
         feat_path = Path(args.features or RUN_DIR / "teacher_features.pt").expanduser()
-        cmpg, cache = _load_cmpg(cmpg_path), _load_features(feat_path)
-        sizes = {f"the features in {feat_path}": cache.feat_dim,
-                 f"the CMPG {cmpg_path} (in_dim)": cmpg.in_dim}
+        cache = _load_features(feat_path)
+        sizes = {f"the features in {feat_path}": cache.feat_dim}
+        # Only the feature enhancement uses the CMPG ("aligned" and "kd" need none);
+        # one given anyway is loaded and checked.
+        if cfg.w_fe > 0 or args.cmpg is not None:
+            cmpg_path = Path(args.cmpg or RUN_DIR / "cmpg" / "cmpg.pt").expanduser()
+            cmpg = _load_cmpg(cmpg_path)
+            sizes[f"the CMPG {cmpg_path} (in_dim)"] = cmpg.in_dim
         teacher_path = Path(args.teacher).expanduser() if args.teacher else None
         if teacher_path is not None:
             teacher = _load_teacher(teacher_path)

@@ -213,7 +213,7 @@ class PipelineConfig:
     w_ce: Optional[float] = None
     w_kd: Optional[float] = None
     w_align: Optional[float] = None
-    align_center: bool = False
+    align_center: Optional[bool] = None
     temperature: Optional[float] = None
     w_proj: Optional[float] = None
     detach_teacher_logits: Optional[bool] = None
@@ -316,7 +316,7 @@ class PipelineConfig:
             value = getattr(cfg, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("synthetic_scan", "synthetic_rescan", "align_center"):
+        for name in ("synthetic_scan", "synthetic_rescan"):
             if not isinstance(getattr(cfg, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(cfg, name)!r}")
         if cfg.synthetic_rescan and not cfg.synthetic_scan:
@@ -340,7 +340,7 @@ class PipelineConfig:
         recipe = get_recipe(cfg.recipe)          # ValueError naming `recipe`
         cfg = dataclasses.replace(
             cfg, **{name: getattr(recipe, name) for name in
-                    ("w_fe", "w_ce", "w_kd", "w_align", "temperature", "w_proj",
+                    ("w_fe", "w_ce", "w_kd", "w_align", "align_center", "temperature", "w_proj",
                      "detach_teacher_logits")
                     if getattr(cfg, name) is None},
             warmup_epochs=(recipe.warmup_fraction * cfg.student_epochs()
@@ -350,6 +350,8 @@ class PipelineConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)!r}")
         if not cfg.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {cfg.temperature!r}")
+        if not isinstance(cfg.align_center, bool):
+            raise ValueError(f"align_center must be a bool, got {cfg.align_center!r}")
         if cfg.detach_teacher_logits is True and not cfg.w_proj > 0:
             # Checked here, before stages I and II run, rather than when the
             # distiller is built (only then are the feature sizes known).
@@ -714,7 +716,9 @@ def format_table(results: Dict[str, Any]) -> str:
     for key, label in (("teacher", "teacher (images)"), ("baseline", f"{results['model']}"),
                        ("baseline_ft", f"{results['model']} + plain fine-tune"),
                        ("pointcmt", f"{results['model']} + PointCMT"
-                                    + (" fine-tune" if finetune else ""))):
+                                    + (" fine-tune" if finetune else "")
+                                    + (f" (recipe {results['recipe']})" if results.get("recipe")
+                                       else ""))):
         r = results["stages"].get(key)
         if r is None:
             continue
@@ -865,7 +869,8 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
     # Without bars the trainer still prints one line per epoch.
     common = dict(device=device, seed=cfg.seed, num_workers=cfg.workers, progress=True,
                   resume=cfg.resume, precision=cfg.precision)
-    results: Dict[str, Any] = {"model": cfg.model, "data": desc, "has_test": test is not None,
+    results: Dict[str, Any] = {"model": cfg.model, "recipe": cfg.recipe, "data": desc,
+                               "has_test": test is not None,
                                "num_classes": num_classes, "classes": classes,
                                "train_size": len(train), "val_size": len(val),
                                "test_size": None if test is None else len(test),
@@ -927,31 +932,37 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
         attach = AttachImageFeatures(cache)
 
         # ------------------------------------------------------------ stage II
-        stage_dir = out / "cmpg"
-        settings = cfg.settings("cmpg")
-        done = None if teacher_trained else _read_done(stage_dir, cfg.resume, settings, log)
-        if done is not None:
-            cmpg = load_cmpg(stage_dir / "cmpg.pt").to(device)
-            log(f"cmpg: reusing {stage_dir / 'cmpg.pt'}")
+        # Only the feature enhancement uses the CMPG: recipes without it
+        # ("aligned", "kd") skip the stage and its cost.
+        if cfg.w_fe > 0:
+            stage_dir = out / "cmpg"
+            settings = cfg.settings("cmpg")
+            done = None if teacher_trained else _read_done(stage_dir, cfg.resume, settings, log)
+            if done is not None:
+                cmpg = load_cmpg(stage_dir / "cmpg.pt").to(device)
+                log(f"cmpg: reusing {stage_dir / 'cmpg.pt'}")
+            else:
+                common["resume"] = _start_stage(stage_dir, settings, cfg.resume and not teacher_trained,
+                                                main, log)
+                log(f"stage II: CMPG ({teacher.feat_dim} -> {cfg.cmpg_points} points, "
+                    f"{cfg.cmpg_epochs} epochs)")
+                seed_everything(cfg.seed)
+                cmpg = CMPG(teacher.feat_dim, num_points=cfg.cmpg_points)
+                t_cmpg = Compose([DropAttributes(), attach])
+                res = train_cmpg(cmpg, _with_transform(train, t_cmpg), _with_transform(val, t_cmpg),
+                                 epochs=cfg.cmpg_epochs, batch_size=cfg.batch_size, out_dir=stage_dir,
+                                 **common)
+                cmpg = res.model
+                cmpg_trained = True
+                done = {"val_emd": res.history.best_metric,
+                        "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
+                _write_done(stage_dir, done, main)
+            histories["cmpg"] = History.from_dict(done["history"])
+            results["stages"]["cmpg"] = {"val_emd": done["val_emd"],
+                                         "epoch_seconds": done["epoch_seconds"]}
         else:
-            common["resume"] = _start_stage(stage_dir, settings, cfg.resume and not teacher_trained,
-                                            main, log)
-            log(f"stage II: CMPG ({teacher.feat_dim} -> {cfg.cmpg_points} points, "
-                f"{cfg.cmpg_epochs} epochs)")
-            seed_everything(cfg.seed)
-            cmpg = CMPG(teacher.feat_dim, num_points=cfg.cmpg_points)
-            t_cmpg = Compose([DropAttributes(), attach])
-            res = train_cmpg(cmpg, _with_transform(train, t_cmpg), _with_transform(val, t_cmpg),
-                             epochs=cfg.cmpg_epochs, batch_size=cfg.batch_size, out_dir=stage_dir,
-                             **common)
-            cmpg = res.model
-            cmpg_trained = True
-            done = {"val_emd": res.history.best_metric,
-                    "epoch_seconds": _epoch_seconds(res.history), "history": res.history.to_dict()}
-            _write_done(stage_dir, done, main)
-        histories["cmpg"] = History.from_dict(done["history"])
-        results["stages"]["cmpg"] = {"val_emd": done["val_emd"],
-                                     "epoch_seconds": done["epoch_seconds"]}
+            cmpg = None
+            log("stage II: skipped (w_fe = 0: the recipe uses no CMPG)")
 
     # ----------------------------------------------------------- stage III
     val_s = _with_transform(val, student_transforms(False))

@@ -392,6 +392,19 @@ def test_distill_default_recipe_needs_the_teacher_for_kd(chain, capsys, tmp_path
                                    *QUIET)
 
 
+def test_distill_aligned_recipe_needs_no_cmpg(chain, capsys, tmp_path):
+    root, _ = chain
+    args = ["distill", *DATA, "--features", str(root / "features.pt"), "--teacher",
+            str(root / "teacher" / "teacher.pt"), "--epochs", "1", "--batch-size", "8", *QUIET]
+    # No --cmpg and none at the default path: the aligned recipe never reads one.
+    out = _run(*args, "--recipe", "aligned", "--out", str(tmp_path / "a"))
+    assert "with PointCMT" in out and (tmp_path / "a" / "student.pt").is_file()
+    # A recipe with the feature term still asks for it, naming the flag.
+    msg = _fails(capsys, *args, "--recipe", "balanced", "--cmpg", str(tmp_path / "nope.pt"),
+                 "--out", str(tmp_path / "b"))
+    assert "--cmpg" in msg and "nope.pt" in msg
+
+
 def test_distill_select_last_keeps_the_final_epoch(tmp_path):
     """--select last (also a flag of `run` and examples/modelnet40.py): the
     student keeps its final epoch, and best.pt says so."""

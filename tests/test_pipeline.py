@@ -183,7 +183,8 @@ def test_example_under_torchrun_two_cpu_processes(tmp_path):
 
 def test_resume_retrains_a_stage_whose_settings_changed(tiny_run, capsys, tmp_path):
     """--resume with another PointCMT weight retrains PointCMT (and says so),
-    but reuses the teacher, CMPG and baseline whose settings did not change."""
+    but reuses the teacher and baseline whose settings did not change (and,
+    with w_fe = 0, needs no CMPG)."""
     import shutil
     out, results = tiny_run
     copy = tmp_path / "run"
@@ -191,8 +192,9 @@ def test_resume_retrains_a_stage_whose_settings_changed(tiny_run, capsys, tmp_pa
     again = run_pipeline(PipelineConfig(out=str(copy), resume=True, w_fe=0.0, w_ce=0.0,
                                         w_kd=0.0, **TINY))
     log = capsys.readouterr().out
-    for stage in ("teacher", "cmpg", "baseline"):
+    for stage in ("teacher", "baseline"):
         assert f"{stage}: reusing" in log
+    assert "stage II: skipped" in log and "cmpg: reusing" not in log
     assert "pointcmt: reusing" not in log
     assert "pointcmt: settings changed" in log and "w_fe: 3.0 -> 0.0" in log
     saved = json.loads((copy / "pointcmt" / "settings.json").read_text())
@@ -429,3 +431,29 @@ def test_scan_settings_are_recorded_only_where_they_change_the_data():
         PipelineConfig(synthetic_rescan=True).resolved()
     with pytest.raises(ValueError, match="synthetic_scan"):
         PipelineConfig(synthetic_scan="yes").resolved()
+
+
+def test_aligned_recipe_skips_the_cmpg_and_with_zero_weights_is_the_baseline(tmp_path, capsys):
+    """`recipe="aligned"` uses no CMPG: stage II is skipped (nothing written,
+    nothing trained), the settings record the recipe, and with its two terms
+    off (w_kd = w_align = 0) the PointCMT student is the baseline bit for bit."""
+    out = tmp_path / "run"
+    results = run_pipeline(PipelineConfig(out=str(out), recipe="aligned", **TINY))
+    log = capsys.readouterr().out
+    assert "stage II: skipped" in log and "stage II: CMPG" not in log
+    assert not (out / "cmpg").exists() and "cmpg" not in results["stages"]
+    settings = json.loads((out / "pointcmt" / "settings.json").read_text())
+    assert settings["recipe"] == "aligned"
+    assert (settings["w_fe"], settings["w_align"], settings["align_center"]) == (0.0, 2.0, True)
+    assert "pointnet2 + PointCMT (recipe aligned)" in results["table"]
+    assert results["stages"]["pointcmt"]["test"]["num_samples"] == 9
+    base = torch.load(out / "baseline" / "student.pt")
+    point = torch.load(out / "pointcmt" / "student.pt")
+    assert not all(torch.equal(base[k], point[k]) for k in base)     # the terms act
+    again = run_pipeline(PipelineConfig(out=str(out), recipe="aligned", resume=True, w_kd=0.0,
+                                        w_align=0.0, **TINY))
+    log = capsys.readouterr().out
+    assert "pointcmt: settings changed" in log and "baseline: reusing" in log
+    point = torch.load(out / "pointcmt" / "student.pt")
+    assert all(torch.equal(base[k], point[k]) for k in base)
+    assert again["paired"]["only_pointcmt"] == again["paired"]["only_reference"] == 0

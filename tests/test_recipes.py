@@ -357,13 +357,13 @@ def test_alignment_weight_errors_name_it_and_reach_the_config():
         CrossModalDistiller(DataNet(), HeadedTeacher(), w_align=-0.5)
     with pytest.raises(ValueError, match="w_align must be"):
         PipelineConfig(w_align=-1.0).resolved()
-    assert all(recipe.w_align == 0.0 for recipe in RECIPES.values())
+    assert {name for name, recipe in RECIPES.items() if recipe.w_align} == {"aligned"}
     cfg = PipelineConfig(recipe="balanced", w_align=2.0)
     assert distiller_kwargs(cfg, 100)["w_align"] == 2.0
-    assert distiller_kwargs(PipelineConfig(), 100)["w_align"] == 0.0
+    assert distiller_kwargs(PipelineConfig(recipe="balanced"), 100)["w_align"] == 0.0
     # Recorded in the PointCMT stage's settings only when used (older runs keep theirs).
     assert cfg.resolved().settings("pointcmt")["w_align"] == 2.0
-    assert "w_align" not in PipelineConfig().resolved().settings("pointcmt")
+    assert "w_align" not in PipelineConfig(recipe="balanced").resolved().settings("pointcmt")
 
 
 def test_centred_alignment_removes_the_batch_mean_of_each_side():
@@ -383,7 +383,45 @@ def test_centred_alignment_removes_the_batch_mean_of_each_side():
         CrossModalDistiller(DataNet(), HeadedTeacher(), w_align=1.0, align_center="yes")
     with pytest.raises(ValueError, match="align_center must be a bool"):
         PipelineConfig(align_center="yes").resolved()      # before stages I and II run
-    cfg = PipelineConfig(w_align=2.0, align_center=True)
+    cfg = PipelineConfig(recipe="balanced", w_align=2.0, align_center=True)
     assert distiller_kwargs(cfg, 10)["align_center"] is True
     assert cfg.resolved().settings("pointcmt")["align_center"] is True
-    assert "align_center" not in PipelineConfig(w_align=2.0).resolved().settings("pointcmt")
+    assert "align_center" not in PipelineConfig(recipe="balanced",
+                                                w_align=2.0).resolved().settings("pointcmt")
+
+
+def test_aligned_recipe_is_kd_plus_centred_alignment_without_a_cmpg():
+    recipe = RECIPES["aligned"]
+    assert (recipe.w_fe, recipe.w_ce, recipe.w_kd, recipe.temperature) == (0.0, 0.0, 1.0, 1.0)
+    assert (recipe.w_align, recipe.align_center, recipe.warmup_fraction) == (2.0, True, 0.0)
+    torch.manual_seed(6)
+    student, teacher = DataNet(), HeadedTeacher()
+    model = CrossModalDistiller(student, teacher, None, recipe="aligned")   # no CMPG needed
+    assert (model.w_align, model.align_center, model.w_fe, model.w_kd) == (2.0, True, 0.0, 1.0)
+    batch = make_batch(num_graphs=6)
+    with torch.no_grad():
+        f_s = global_max_pool(student.point(batch.pos), batch.batch)
+        f_t = teacher.lin(batch.views.flatten(2)).amax(dim=1)
+        zs = student.mlp(f_s).double().numpy()
+        zt = teacher.head(f_t).double().numpy()
+    f_s, f_t = f_s.double().numpy(), f_t.double().numpy()
+    y = batch.y.numpy()
+    ce = _smoothed_ce(zs, y)
+    kd = _kl_sum(_np_softmax(zt), _np_softmax(zs)) / len(y)
+    align = 2.0 * _np_one_minus_cos(f_s - f_s.mean(0), f_t - f_t.mean(0))
+    out = model(batch)
+    assert out.losses["feature"].item() == 0.0 and out.losses["classifier"].item() == 0.0
+    assert out.losses["ce"].item() == pytest.approx(ce, rel=1e-5)
+    assert out.losses["kd"].item() == pytest.approx(kd, abs=KD_ABS)
+    assert out.losses["align"].item() == pytest.approx(align, rel=1e-5)
+    assert out.loss.item() == pytest.approx(ce + kd + align, rel=1e-5)
+    # Explicit arguments override the recipe's, the centring included.
+    plain = CrossModalDistiller(DataNet(), HeadedTeacher(), None, recipe="aligned",
+                                align_center=False, w_align=0.5)
+    assert (plain.align_center, plain.w_align) == (False, 0.5)
+    # The pipeline resolves the same values and records them for --resume.
+    cfg = PipelineConfig(recipe="aligned").resolved()
+    assert (cfg.w_fe, cfg.w_align, cfg.align_center) == (0.0, 2.0, True)
+    settings = cfg.settings("pointcmt")
+    assert settings["recipe"] == "aligned" and settings["align_center"] is True
+    assert PipelineConfig(recipe="aligned", align_center=False).resolved().align_center is False

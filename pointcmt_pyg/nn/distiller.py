@@ -247,14 +247,14 @@ class CrossModalDistiller(nn.Module):
             (default: the recipe's)
         w_align (float, optional): Weight of the direct feature alignment
             ``1 - cos(P_st f_s, f_t)`` (no CMPG; not in the paper).
-            (default: the recipe's, ``0`` in every recipe)
-        align_center (bool): Batch-centre both features before the
+            (default: the recipe's, ``2`` in ``"aligned"``, else ``0``)
+        align_center (bool, optional): Batch-centre both features before the
             alignment's cosine (see
             :func:`~pointcmt_pyg.nn.losses.feature_alignment_loss`).
-            (default: ``False``)
+            (default: the recipe's, ``True`` only in ``"aligned"``)
         recipe (str or Recipe): Where the unset weights come from:
-            ``"balanced"``, ``"official"`` or ``"kd"``.
-            (default: ``"balanced"``)
+            ``"balanced"``, ``"aligned"``, ``"official"`` or ``"kd"``.
+            (default: :data:`~pointcmt_pyg.nn.recipes.DEFAULT_RECIPE`)
         teacher_classifier (nn.Module, optional): The teacher's classifier
             ``[B, D_t] -> [B, C]`` for the KD term; defaults to ``teacher.head``.
         teacher_source (str): ``"cache"`` (require ``img_feat``), ``"views"``
@@ -293,7 +293,7 @@ class CrossModalDistiller(nn.Module):
         detach_teacher_logits: Optional[bool] = None,
         w_kd: Optional[float] = None,
         w_align: Optional[float] = None,
-        align_center: bool = False,
+        align_center: Optional[bool] = None,
         recipe: Union[str, Recipe] = DEFAULT_RECIPE,
         teacher_classifier: Optional[nn.Module] = None,
         teacher_source: str = "auto",
@@ -310,6 +310,7 @@ class CrossModalDistiller(nn.Module):
         w_ce = self.recipe.w_ce if w_ce is None else w_ce
         w_kd = self.recipe.w_kd if w_kd is None else w_kd
         w_align = self.recipe.w_align if w_align is None else w_align
+        align_center = self.recipe.align_center if align_center is None else align_center
         w_proj = self.recipe.w_proj if w_proj is None else w_proj
         label_smoothing = (self.recipe.label_smoothing if label_smoothing is None
                            else label_smoothing)
