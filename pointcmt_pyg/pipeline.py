@@ -41,6 +41,8 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import BaseTransform, Compose, NormalizeScale
 
+from .nn.recipes import DEFAULT_RECIPE
+
 __all__ = ["PipelineConfig", "DropAttributes", "load_data", "run_pipeline", "format_table",
            "distiller_kwargs", "student_transforms", "teacher_transforms", "teacher_margin",
            "TeacherNotBetterWarning"]
@@ -208,7 +210,7 @@ class PipelineConfig:
     synthetic_scan: bool = False
     synthetic_rescan: bool = False
     max_train: Optional[int] = None
-    recipe: str = "balanced"
+    recipe: str = DEFAULT_RECIPE
     w_fe: Optional[float] = None
     w_ce: Optional[float] = None
     w_kd: Optional[float] = None
