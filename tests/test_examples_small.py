@@ -30,21 +30,28 @@ def _load_example(name):
 
 
 # --------------------------------------------------------------------- wrap_your_model.py
-def test_wrap_your_model_runs_and_checks_eval_equality():
-    proc = subprocess.run([sys.executable, str(EXAMPLES / "wrap_your_model.py")], cwd=REPO,
+@pytest.mark.parametrize("recipe", [None, "balanced"])
+def test_wrap_your_model_runs_and_checks_eval_equality(recipe):
+    argv = [] if recipe is None else ["--recipe", recipe]
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "wrap_your_model.py"), *argv], cwd=REPO,
                           capture_output=True, text=True,
                           env=dict(os.environ, PYTHONWARNINGS="ignore"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "check: eval forward of the wrapped model equals the plain model: True" in out
     assert "student feature 256 -> teacher feature 512" in out
-    # The default recipe: CE + feature enhancement + Hinton KD (no head-on-teacher KL).
     steps = re.findall(r"step (\d+): loss (\S+) = ce (\S+)  feature (\S+)  classifier (\S+)"
-                       r"  kd (\S+)", out)
+                       r"  kd (\S+)(?:  align (\S+))?\n", out)
     assert [int(s[0]) for s in steps] == list(range(1, 9))
-    for _, loss, ce, fe, cl, kd in steps:        # the total is the sum of the printed terms
-        assert float(loss) == pytest.approx(float(ce) + float(fe) + float(cl) + float(kd), abs=3e-4)
-        assert float(fe) > 0 and float(ce) > 0 and float(kd) > 0 and float(cl) == 0
+    for _, loss, ce, fe, cl, kd, align in steps:  # the total is the sum of the printed terms
+        total = float(ce) + float(fe) + float(cl) + float(kd) + float(align or 0)
+        assert float(loss) == pytest.approx(total, abs=3e-4)
+        assert float(ce) > 0 and float(kd) > 0 and float(cl) == 0
+        if recipe is None:       # the default "aligned": KD + centred alignment, no CMPG
+            assert float(fe) == 0 and float(align) > 0
+        else:                    # "balanced": KD + the CMPG's feature enhancement
+            assert float(fe) > 0 and not align
+    assert ("cmpg: trained" in out) == (recipe == "balanced")
 
 
 # --------------------------------------------------------------------- scanobjectnn.py
@@ -83,9 +90,11 @@ def test_scanobjectnn_end_to_end_on_tiny_h5(tmp_path, capsys):
     assert "PointCMT - baseline:" in printed and "(test split)" in printed
 
     results = json.loads((out / "results.json").read_text())
-    assert set(results["stages"]) == {"teacher", "cmpg", "baseline", "pointcmt"}
+    # The default recipe ("aligned") needs no CMPG: stage II is skipped.
+    assert set(results["stages"]) == {"teacher", "baseline", "pointcmt"}
+    assert not (out / "cmpg").exists()
     assert results["stages"]["teacher"]["val"]["num_samples"] == 6
-    for name in ("teacher/teacher.pt", "cmpg/cmpg.pt", "teacher_features.pt",
+    for name in ("teacher/teacher.pt", "teacher_features.pt",
                  "baseline/student.pt", "pointcmt/student.pt", "views_montage.png",
                  "training_curves.png", "confusion_pointcmt.png"):
         assert (out / name).is_file(), name

@@ -167,7 +167,9 @@ def test_pipeline_runs_every_stage_in_bf16_and_records_it(tmp_path):
         PipelineConfig(precision="fp8").resolved()
     args = pipeline_parser().parse_args(["--precision", "bf16"])
     assert config_from_args(args).precision == "bf16"
-    results = run_pipeline(PipelineConfig(out=str(tmp_path), precision="bf16", **TINY))
+    # `balanced`: every stage, the CMPG's included, under bf16
+    results = run_pipeline(PipelineConfig(out=str(tmp_path), precision="bf16", recipe="balanced",
+                                          **TINY))
     for stage in ("teacher", "cmpg", "baseline", "pointcmt"):
         assert json.loads((tmp_path / stage / "settings.json").read_text())["precision"] == "bf16"
     assert results["stages"]["pointcmt"]["test"]["num_samples"] == 9

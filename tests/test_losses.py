@@ -208,5 +208,10 @@ def test_feature_alignment_loss_centred():
     assert feature_alignment_loss(s, t, center=True).item() == pytest.approx(1.0)     # orthogonal
     s2 = torch.tensor([[0.0, 7.0], [4.0, 7.0]])        # centred rows (-2, 0), (2, 0): aligned
     assert feature_alignment_loss(s2, t, center=True).item() == pytest.approx(0.0, abs=1e-7)
-    with pytest.raises(ValueError, match="at least 2"):
-        feature_alignment_loss(torch.ones(1, 2), torch.ones(1, 2), center=True)
+    # One shape alone has no batch to be centred against: the term is 0, and the
+    # student's side still gets a (zero) gradient, as DDP needs.
+    one = torch.tensor([[3.0, -1.0]], requires_grad=True)
+    loss = feature_alignment_loss(one, torch.tensor([[1.0, 2.0]]), weight=4.0, center=True)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert one.grad is not None and torch.equal(one.grad, torch.zeros_like(one))

@@ -22,7 +22,9 @@ TINY = dict(data="synthetic", model="pointnet2", epochs=1, teacher_epochs=1, cmp
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline")
-    results = run_pipeline(PipelineConfig(out=str(out), **TINY))
+    # `balanced` rather than the default `aligned`: this run covers every stage,
+    # stage II (the CMPG) included; the default has its own test below.
+    results = run_pipeline(PipelineConfig(out=str(out), recipe="balanced", **TINY))
     return out, results
 
 
@@ -71,7 +73,7 @@ def _accuracy_one_by_one(model, dataset):
 
 def _test_set(out):
     from pointcmt_pyg.pipeline import _with_transform, load_data, student_transforms
-    cfg = PipelineConfig(out=str(out), **TINY).resolved()
+    cfg = PipelineConfig(out=str(out), recipe="balanced", **TINY).resolved()
     _, test, _, _ = load_data(cfg)
     return _with_transform(test, student_transforms(False))
 
@@ -91,7 +93,7 @@ def test_pipeline_resume_reuses_finished_stages(tiny_run, capsys):
     from pointcmt_pyg.models import get_model
     out, results = tiny_run
     weights = {stage: (out / stage / "student.pt").read_bytes() for stage in ("baseline", "pointcmt")}
-    again = run_pipeline(PipelineConfig(out=str(out), resume=True, **TINY))
+    again = run_pipeline(PipelineConfig(out=str(out), resume=True, recipe="balanced", **TINY))
     log = capsys.readouterr().out
     for stage in ("teacher", "cmpg", "baseline", "pointcmt"):
         assert f"{stage}: reusing" in log
@@ -189,8 +191,8 @@ def test_resume_retrains_a_stage_whose_settings_changed(tiny_run, capsys, tmp_pa
     out, results = tiny_run
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
-    again = run_pipeline(PipelineConfig(out=str(copy), resume=True, w_fe=0.0, w_ce=0.0,
-                                        w_kd=0.0, **TINY))
+    again = run_pipeline(PipelineConfig(out=str(copy), resume=True, recipe="balanced", w_fe=0.0,
+                                        w_ce=0.0, w_kd=0.0, **TINY))
     log = capsys.readouterr().out
     for stage in ("teacher", "baseline"):
         assert f"{stage}: reusing" in log
@@ -207,7 +209,8 @@ def test_resume_retrains_a_stage_whose_settings_changed(tiny_run, capsys, tmp_pa
     assert again["paired"]["only_pointcmt"] == again["paired"]["only_reference"] == 0
     assert again["paired"]["p_value"] == 1.0
     # A changed teacher setting retrains every stage after it.
-    run_pipeline(PipelineConfig(out=str(copy), resume=True, **{**TINY, "teacher_epochs": 2}))
+    run_pipeline(PipelineConfig(out=str(copy), resume=True, recipe="balanced",
+                                **{**TINY, "teacher_epochs": 2}))
     log = capsys.readouterr().out
     assert "teacher: settings changed" in log and "teacher_epochs: 1 -> 2" in log
     assert "cmpg: reusing" not in log and "pointcmt: reusing" not in log
@@ -267,7 +270,7 @@ def test_pipeline_killed_inside_stage_three_resumes_to_the_uninterrupted_result(
     from pointcmt_pyg.nn import CrossModalDistiller
     from pointcmt_pyg.train.trainer import Trainer
 
-    cfg = dict(TINY, epochs=2, stages=("pointcmt",))
+    cfg = dict(TINY, epochs=2, stages=("pointcmt",), recipe="balanced")     # stages I, II and III
     run_pipeline(PipelineConfig(out=str(tmp_path / "full"), **cfg))
 
     real_epoch = Trainer.train_epoch
@@ -438,20 +441,20 @@ def test_aligned_recipe_skips_the_cmpg_and_with_zero_weights_is_the_baseline(tmp
     nothing trained), the settings record the recipe, and with its two terms
     off (w_kd = w_align = 0) the PointCMT student is the baseline bit for bit."""
     out = tmp_path / "run"
-    results = run_pipeline(PipelineConfig(out=str(out), recipe="aligned", **TINY))
+    results = run_pipeline(PipelineConfig(out=str(out), **TINY))          # the default recipe
     log = capsys.readouterr().out
+    assert results["recipe"] == "aligned"
     assert "stage II: skipped" in log and "stage II: CMPG" not in log
     assert not (out / "cmpg").exists() and "cmpg" not in results["stages"]
     settings = json.loads((out / "pointcmt" / "settings.json").read_text())
     assert settings["recipe"] == "aligned"
-    assert (settings["w_fe"], settings["w_align"], settings["align_center"]) == (0.0, 2.0, True)
+    assert (settings["w_fe"], settings["w_align"], settings["align_center"]) == (0.0, 4.0, True)
     assert "pointnet2 + PointCMT (recipe aligned)" in results["table"]
     assert results["stages"]["pointcmt"]["test"]["num_samples"] == 9
     base = torch.load(out / "baseline" / "student.pt")
     point = torch.load(out / "pointcmt" / "student.pt")
     assert not all(torch.equal(base[k], point[k]) for k in base)     # the terms act
-    again = run_pipeline(PipelineConfig(out=str(out), recipe="aligned", resume=True, w_kd=0.0,
-                                        w_align=0.0, **TINY))
+    again = run_pipeline(PipelineConfig(out=str(out), resume=True, w_kd=0.0, w_align=0.0, **TINY))
     log = capsys.readouterr().out
     assert "pointcmt: settings changed" in log and "baseline: reusing" in log
     point = torch.load(out / "pointcmt" / "student.pt")

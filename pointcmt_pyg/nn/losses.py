@@ -248,7 +248,10 @@ def feature_alignment_loss(student_feature: Tensor, teacher_feature: Tensor,
     large common direction: on ModelNet10 two *random* shapes' teacher
     features already have ``1 - cos = 0.12`` (RESULTS.md, session 22), so
     without centring most of the term is paid off by matching that common
-    direction. Needs ``B >= 2``.
+    direction. A batch of one shape has nothing to be set apart from: there
+    the centred term is ``0`` (still connected to the student's graph, so that
+    every parameter gets a gradient, as DistributedDataParallel expects), which
+    is what a last, one-shape batch of an epoch or of a process's shard gets.
 
     Args:
         student_feature (Tensor): ``[B, D]``, already in the teacher's size.
@@ -264,8 +267,7 @@ def feature_alignment_loss(student_feature: Tensor, teacher_feature: Tensor,
     f_s, f_t = student_feature.float(), teacher_feature.detach().float()
     if center:
         if f_s.size(0) < 2:
-            raise ValueError("center=True needs a batch of at least 2 features "
-                             f"(got {f_s.size(0)})")
+            return 0.0 * f_s.sum()           # no other shape to differ from
         f_s, f_t = f_s - f_s.mean(0, keepdim=True), f_t - f_t.mean(0, keepdim=True)
     cos = F.cosine_similarity(f_s, f_t, dim=1, eps=1e-8)
     return weight * (1.0 - cos).mean()

@@ -98,11 +98,11 @@ RECIPES: Dict[str, Recipe] = {
                        w_proj=0.0, detach_teacher_logits=None, warmup_fraction=0.25),
     "aligned": Recipe(w_fe=0.0, w_ce=0.0, w_kd=1.0, temperature=1.0, label_smoothing=0.2,
                       w_proj=0.0, detach_teacher_logits=None, warmup_fraction=0.0,
-                      w_align=2.0, align_center=True),
+                      w_align=4.0, align_center=True),
 }
 
 #: The recipe used when none is named.
-DEFAULT_RECIPE = "balanced"
+DEFAULT_RECIPE = "aligned"
 
 
 def get_recipe(recipe: Any) -> Recipe:
