@@ -252,7 +252,7 @@ def _add_distiller_arguments(p: argparse.ArgumentParser, d: Any) -> None:
     p.add_argument("--recipe", choices=sorted(RECIPES), default=d.recipe,
                    help="stage-III loss recipe: balanced (KD from the teacher's classifier at "
                         "T=1 + feature enhancement w_fe 3 with warm-up), aligned (the same KD + "
-                        "a batch-centred cosine alignment to the teacher's feature, w_align 2, "
+                        "a batch-centred cosine alignment to the teacher's feature, w_align 4, "
                         "no CMPG), official (the exact official loss: w_fe 30, w_ce 9.6, T 1) "
                         f"or kd (plain Hinton KD) (default: {d.recipe}, chosen on validation, "
                         "RESULTS.md); the flags below override single settings")
@@ -268,7 +268,7 @@ def _add_distiller_arguments(p: argparse.ArgumentParser, d: Any) -> None:
                    help="weight of a direct feature alignment, 1 - cos(student feature, teacher "
                         "feature), without the CMPG; not in the paper (with --align-center: the "
                         "largest gain measured, RESULTS.md sessions 22-23) (default: the recipe's, "
-                        "2 in aligned, else 0)")
+                        "4 in aligned, else 0)")
     p.add_argument("--align-center", action=argparse.BooleanOptionalAction, default=None,
                    help="with --w-align: subtract each side's batch mean before the cosine "
                         "(default: the recipe's, yes only in aligned)")

@@ -141,8 +141,10 @@ class PipelineConfig:
         max_train (int, optional): Keep at most this many training shapes
             (a stratified, seeded subset; for quick runs).
         recipe (str): Stage-III loss recipe (:mod:`pointcmt_pyg.nn.recipes`):
-            ``"balanced"`` (default, chosen on validation), ``"official"``
-            (the exact official loss) or ``"kd"`` (plain Hinton KD).
+            ``"aligned"`` (default, chosen on validation: KD + the centred
+            feature alignment, no CMPG, so stage II is skipped),
+            ``"balanced"`` (KD + the CMPG feature term), ``"official"`` (the
+            exact official loss) or ``"kd"`` (plain Hinton KD).
         w_fe, w_ce, w_kd, w_align, align_center, temperature, w_proj,
             detach_teacher_logits: PointCMT loss settings (see
             :class:`~pointcmt_pyg.nn.CrossModalDistiller`); ``None``: the

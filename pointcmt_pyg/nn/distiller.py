@@ -177,9 +177,10 @@ class CrossModalDistiller(nn.Module):
 
     The defaults of every weight come from ``recipe`` (see
     :mod:`pointcmt_pyg.nn.recipes`): ``"official"`` is exactly the official
-    loss, ``"kd"`` plain Hinton KD, ``"balanced"`` (default) the recipe chosen
-    on validation splits (RESULTS.md). Any argument given explicitly overrides
-    the recipe's value.
+    loss, ``"kd"`` plain Hinton KD, ``"aligned"`` (default: KD + the centred
+    alignment, no CMPG) and ``"balanced"`` (KD + the CMPG feature term) the
+    recipes chosen on validation splits (RESULTS.md). Any argument given
+    explicitly overrides the recipe's value.
 
     ``P_st`` / ``P_ts`` are learnable ``nn.Linear`` maps (attributes
     ``student_to_teacher`` / ``teacher_to_student``) created only when the
@@ -247,7 +248,7 @@ class CrossModalDistiller(nn.Module):
             (default: the recipe's)
         w_align (float, optional): Weight of the direct feature alignment
             ``1 - cos(P_st f_s, f_t)`` (no CMPG; not in the paper).
-            (default: the recipe's, ``2`` in ``"aligned"``, else ``0``)
+            (default: the recipe's, ``4`` in ``"aligned"``, else ``0``)
         align_center (bool, optional): Batch-centre both features before the
             alignment's cosine (see
             :func:`~pointcmt_pyg.nn.losses.feature_alignment_loss`).
