@@ -667,7 +667,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         sizes = {f"the features in {feat_path}": cache.feat_dim}
         # Only the feature enhancement uses the CMPG ("aligned" and "kd" need none);
         # one given anyway is loaded and checked.
-        if cfg.w_fe > 0 or args.cmpg is not None:
+        if cfg.uses_cmpg() or args.cmpg is not None:
             cmpg_path = Path(args.cmpg or RUN_DIR / "cmpg" / "cmpg.pt").expanduser()
             cmpg = _load_cmpg(cmpg_path)
             sizes[f"the CMPG {cmpg_path} (in_dim)"] = cmpg.in_dim

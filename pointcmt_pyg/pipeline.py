@@ -244,6 +244,11 @@ class PipelineConfig:
                 1, (self.epochs or 0) // 2)
         return self.epochs
 
+    def uses_cmpg(self) -> bool:
+        r"""Whether stage III needs a CMPG: only the feature enhancement
+        (``w_fe > 0``, on a :meth:`resolved` config) uses one."""
+        return self.w_fe is not None and self.w_fe > 0
+
     def settings(self, stage: str) -> Dict[str, Any]:
         r"""The settings a finished ``stage`` was trained with (and those of
         the stages it builds on); ``resume`` reuses a stage only when they
@@ -938,7 +943,7 @@ def _run_pipeline(cfg: PipelineConfig, data: Optional[Tuple[Any, Optional[Any], 
         # ------------------------------------------------------------ stage II
         # Only the feature enhancement uses the CMPG: recipes without it
         # ("aligned", "kd") skip the stage and its cost.
-        if cfg.w_fe > 0:
+        if cfg.uses_cmpg():
             stage_dir = out / "cmpg"
             settings = cfg.settings("cmpg")
             done = None if teacher_trained else _read_done(stage_dir, cfg.resume, settings, log)
