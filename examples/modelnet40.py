@@ -2,7 +2,8 @@
 r"""PointCMT end to end on ModelNet40-style data (`paper <https://arxiv.org/abs/2210.04208>`_).
 
 Trains the multi-view image teacher (stage I), the cross-modal point generator
-(stage II), then the point model twice on the same budget, plain and with
+(stage II, only for recipes with the CMPG feature term: not the default
+``aligned``), then the point model twice on the same budget, plain and with
 PointCMT (stage III), and prints a side-by-side table. Without ``--data`` it runs
 on the embedded synthetic shapes (a few minutes on 2 CPU cores)::
 
@@ -13,8 +14,8 @@ on the embedded synthetic shapes (a few minutes on 2 CPU cores)::
 
 Outputs in ``--out`` (default ``runs/modelnet40``): ``results.json``,
 ``training_curves.png``, ``views_montage.png``, ``confusion_*.png`` and one
-folder per stage with checkpoints (``teacher/teacher.pt``, ``cmpg/cmpg.pt``,
-``pointcmt/student.pt``, ...).
+folder per stage with checkpoints (``teacher/teacher.pt``, ``cmpg/cmpg.pt`` when
+stage II runs, ``pointcmt/student.pt``, ...).
 """
 import warnings
 

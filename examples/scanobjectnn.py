@@ -3,7 +3,7 @@ r"""PointCMT on ScanObjectNN (`paper <https://arxiv.org/abs/2210.04208>`_):
 real scanned objects, 15 classes, from the official h5 files.
 
 The recipe of ``examples/modelnet40.py`` (:func:`pointcmt_pyg.pipeline.run_pipeline`:
-teacher on rendered views, CMPG, then the point model with and without PointCMT
+teacher on rendered views, (CMPG,) then the point model with and without PointCMT
 on the same budget, a table) on ready ScanObjectNN datasets. ScanObjectNN has no
 meshes, so the teacher's views are projected from the points, with the cameras
 around the scans' up axis y (``--up 1``). The validation split is carved from

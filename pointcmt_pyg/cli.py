@@ -44,7 +44,7 @@ COMMANDS: Tuple[Tuple[str, str], ...] = (
                    "-> cmpg.pt"),
     ("distill", "stage III: train a point model with PointCMT (or --baseline) -> student.pt"),
     ("evaluate", "OA / mAcc of a saved student on the test or validation split"),
-    ("run", "the whole recipe: teacher, CMPG, baseline and PointCMT students, table "
+    ("run", "the whole recipe: teacher, (CMPG,) baseline and PointCMT students, table "
             "and plots"),
 )
 
@@ -212,7 +212,8 @@ def pipeline_parser(prog: Optional[str] = None, description: Optional[str] = Non
     kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
     parser = argparse.ArgumentParser(
         prog=prog, description=description or "PointCMT end to end: teacher on rendered "
-        "views, CMPG, then the point model with and without PointCMT on the same budget; "
+        "views, the CMPG when the recipe has the feature term, then the point model with and "
+        "without PointCMT on the same budget; "
         "prints a table and writes results.json and PNGs to --out.", **kwargs)
     return add_pipeline_arguments(parser)
 
@@ -840,8 +841,9 @@ and save a montage PNG (one row per shape, the first shape of the first classes)
 
 Input:  --data (synthetic, a ModelNet .off folder or a point folder).
         Meshes are ray-cast when the data has them, point clouds are projected.
-Output: <out>/<config hash>/<sha1 of sample_id>.pt (one file per shape; a changed
-        --num-views/--image-size/--up renders into its own folder), <out>/montage.png.""",
+Output: <out>/<config hash>/shard-*.npy + .json (8-bit views in memory-mapped shards,
+        by sample_id; a changed --num-views/--image-size/--up/--view-channels renders into
+        its own folder), <out>/montage.png.""",
     "train-teacher": """\
 Stage I: train the MultiViewTeacher (a torchvision ResNet per view, max over views,
 linear head) on rendered views. The validation split is carved from the training
@@ -865,11 +867,13 @@ Input:  --features (from cache-features), --data (the same data flags).
 Output: <out>/cmpg.pt (load_cmpg), checkpoints and history.json in <out>.""",
     "distill": """\
 Stage III: train a point model from pointcmt_pyg.models wrapped in CrossModalDistiller
-(CE + feature enhancement through the frozen CMPG + classifier enhancement), or with
---baseline the plain model on the same budget. --resume continues a killed run.
+(the default recipe `aligned`: CE + Hinton KD from the teacher's classifier + centred
+alignment of the student's feature with the image feature; `official`/`balanced` add
+the feature enhancement through the frozen CMPG), or with --baseline the plain model
+on the same budget. --resume continues a killed run.
 
-Input:  --model, --features and --cmpg (and optionally --teacher, to check that it
-        fits), --data (the same data flags).
+Input:  --model, --features, --teacher (its classifier for the KD term), --cmpg (only
+        for recipes with the feature term, w_fe > 0), --data (the same data flags).
 Output: <out>/student.pt (the plain model's state_dict: inference needs nothing
         else), <out>/student_config.json, checkpoints and history.json.""",
     "evaluate": """\
@@ -908,8 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
             parsers[name] = sub.add_parser(
                 name, help=helps[name], formatter_class=DefaultsHelpFormatter,
                 description="The whole recipe (as examples/modelnet40.py): teacher on rendered "
-                "views, CMPG, then the point model with and without PointCMT on the same "
-                "budget; prints a table and writes results.json and PNGs to --out.")
+                "views, the CMPG when the recipe has the feature term, then the point model "
+                "with and without PointCMT on the same budget; prints a table and writes "
+                "results.json and PNGs to --out.")
         else:
             parsers[name] = sub.add_parser(name, help=helps[name],
                                            description=_DESCRIPTIONS[name],
