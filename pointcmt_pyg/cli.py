@@ -680,10 +680,11 @@ def _cmd_distill(args: argparse.Namespace) -> int:
             raise InputError("mismatched feature sizes: " + ", ".join(
                 f"{k} {v}" for k, v in sizes.items())
                 + " (use the teacher, features and CMPG of one run)")
-        if teacher_path is None and cfg.w_kd > 0:
+        if teacher_path is None and cfg.w_kd > 0 and cache.logits is None:
             raise InputError(f"--recipe {cfg.recipe} uses the teacher's own classifier (Hinton KD, "
                              f"w_kd {cfg.w_kd:g}): give --teacher (e.g. "
-                             f"{RUN_DIR / 'teacher' / 'teacher.pt'}), or --w-kd 0")
+                             f"{RUN_DIR / 'teacher' / 'teacher.pt'}), --features with the "
+                             "teacher's logits, or --w-kd 0")
     full_train, test, classes, desc = _load_data(cfg)
     if cache is not None:
         _check_cache_covers(cache, full_train, feat_path)
@@ -872,8 +873,9 @@ alignment of the student's feature with the image feature; `official`/`balanced`
 the feature enhancement through the frozen CMPG), or with --baseline the plain model
 on the same budget. --resume continues a killed run.
 
-Input:  --model, --features, --teacher (its classifier for the KD term), --cmpg (only
-        for recipes with the feature term, w_fe > 0), --data (the same data flags).
+Input:  --model, --features, --teacher (its classifier for the KD term; not needed when
+        the feature cache holds the teacher's logits), --cmpg (only for recipes with the
+        feature term, w_fe > 0), --data (the same data flags).
 Output: <out>/student.pt (the plain model's state_dict: inference needs nothing
         else), <out>/student_config.json, checkpoints and history.json.""",
     "evaluate": """\

@@ -405,6 +405,24 @@ def test_distill_aligned_recipe_needs_no_cmpg(chain, capsys, tmp_path):
     assert "--cmpg" in msg and "nope.pt" in msg
 
 
+def test_distill_takes_the_kd_target_from_a_feature_cache_with_logits(chain, capsys, tmp_path):
+    """A teacher that is not a MultiViewTeacher teaches through a feature cache
+    with its logits: no --teacher; the logits must cover the data's classes."""
+    from pointcmt_pyg.datasets import FeatureCache
+    root, _ = chain
+    cache = FeatureCache.load(root / "features.pt")
+    ids = list(cache.keys())
+    feats = torch.stack([cache[i] for i in ids])
+    FeatureCache.from_tensor(ids, feats, logits=torch.randn(len(ids), 3)).save(tmp_path / "with_logits.pt")
+    args = ["distill", *DATA, "--epochs", "1", "--batch-size", "8", *QUIET]
+    out = _run(*args, "--features", str(tmp_path / "with_logits.pt"), "--out", str(tmp_path / "a"))
+    assert "Hinton target: the teacher logits stored in" in out and "with PointCMT" in out
+    assert (tmp_path / "a" / "student.pt").is_file()
+    FeatureCache.from_tensor(ids, feats, logits=torch.randn(len(ids), 5)).save(tmp_path / "five.pt")
+    msg = _fails(capsys, *args, "--features", str(tmp_path / "five.pt"), "--out", str(tmp_path / "b"))
+    assert "--features" in msg and "5 classes" in msg
+
+
 def test_distill_select_last_keeps_the_final_epoch(tmp_path):
     """--select last (also a flag of `run` and examples/modelnet40.py): the
     student keeps its final epoch, and best.pt says so."""

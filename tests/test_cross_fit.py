@@ -124,6 +124,38 @@ def test_distiller_hinton_term_uses_cached_logits_as_its_target():
         distiller(x, y=y, img_feat=f_t, img_logits=torch.randn(4, 5))
 
 
+def test_cached_logits_teach_without_any_teacher_module():
+    """A teacher that is not a MultiViewTeacher (here: none at all) teaches
+    through its cached features and logits: the Hinton target is the cached
+    logits, the alignment uses the cached feature, and the losses equal those of
+    a distiller that holds the teacher whose head gives those logits."""
+    torch.manual_seed(0)
+    teacher = MultiViewTeacher(3, backbone="resnet18_w16")
+    student = _Student(teacher.feat_dim)
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    f_t = torch.randn(4, teacher.feat_dim)
+    with torch.no_grad():
+        head_logits = teacher.head(f_t)
+    twin = _Student(teacher.feat_dim)
+    twin.load_state_dict(student.state_dict())
+    torch.manual_seed(2)                  # the same projection in both
+    bare = CrossModalDistiller(student, teacher_dim=teacher.feat_dim)   # default recipe: KD + alignment
+    torch.manual_seed(2)
+    held = CrossModalDistiller(twin, teacher)
+    bare.train(), held.train()
+    a = bare(x, y=y, img_feat=f_t, img_logits=head_logits).losses
+    b = held(x, y=y, img_feat=f_t).losses
+    assert a.keys() == b.keys() and a["kd"].item() > 0 and a["align"].item() > 0
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    # A batch without the logits has no KD target: a clear error, not a silent 0.
+    with pytest.raises(ValueError, match="img_logits.*teacher_classifier|w_kd"):
+        bare(x, y=y, img_feat=f_t)
+    # ... unless the term is off.
+    assert "kd" not in CrossModalDistiller(_Student(teacher.feat_dim), teacher_dim=teacher.feat_dim,
+                                           w_kd=0.0).train()(x, y=y, img_feat=f_t).losses
+
+
 # ---------------------------------------------------- out-of-fold logits
 class _ConstTeacher(nn.Module):
     """features = views' mean per shape; head = a fixed offset per teacher."""

@@ -151,8 +151,10 @@ def test_distiller_passes_emd_eps_to_the_feature_terms_emd(monkeypatch):
 def test_recipe_errors_name_the_argument():
     with pytest.raises(ValueError, match="recipe must be one of"):
         CrossModalDistiller(DataNet(), HeadedTeacher(), recipe="magic")
-    with pytest.raises(ValueError, match="w_kd"):   # KD needs the teacher's classifier
-        CrossModalDistiller(DataNet(), StandInTeacher(), StandInCMPG(), recipe="kd")
+    # KD needs the teacher's classifier or the teacher's logits with every batch.
+    no_head = CrossModalDistiller(DataNet(), StandInTeacher(), StandInCMPG(), recipe="kd").train()
+    with pytest.raises(ValueError, match="w_kd=1 .*img_logits"):
+        no_head(make_batch(num_graphs=4))
     with pytest.raises(ValueError, match="w_kd must be"):
         CrossModalDistiller(DataNet(), HeadedTeacher(), w_kd=-1.0)
     with pytest.raises(ValueError, match="recipe must be one of"):

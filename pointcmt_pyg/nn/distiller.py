@@ -258,6 +258,12 @@ class CrossModalDistiller(nn.Module):
             (default: :data:`~pointcmt_pyg.nn.recipes.DEFAULT_RECIPE`)
         teacher_classifier (nn.Module, optional): The teacher's classifier
             ``[B, D_t] -> [B, C]`` for the KD term; defaults to ``teacher.head``.
+            Not needed when every batch brings the teacher's logits
+            (``img_logits``: a :class:`~pointcmt_pyg.datasets.FeatureCache`
+            built with ``logits=`` attaches them), which then are the KD
+            target; this is how a teacher that is not a
+            :class:`~pointcmt_pyg.nn.MultiViewTeacher` (another image model,
+            one trained elsewhere, a point model on denser clouds) teaches.
         teacher_source (str): ``"cache"`` (require ``img_feat``), ``"views"``
             (run the teacher on ``views``) or ``"auto"`` (``img_feat`` when
             present, else ``views``). (default: ``"auto"``)
@@ -391,11 +397,9 @@ class CrossModalDistiller(nn.Module):
             head_t = getattr(teacher, "head", None)
             object.__setattr__(self, "teacher_classifier",
                                head_t if isinstance(head_t, nn.Module) else None)
-        if w_kd > 0 and self.teacher_classifier is None:
-            raise ValueError(
-                f"w_kd={w_kd} (Hinton KD from the teacher's own classifier) needs the teacher's "
-                "classifier: pass teacher= (a MultiViewTeacher, whose .head is used) or "
-                "teacher_classifier=, or set w_kd=0")
+        # Without a classifier the KD target must come with each batch
+        # (``img_logits``, e.g. a feature cache that holds the teacher's logits);
+        # a batch without them is refused in forward.
 
         # Projections only where the sizes differ and the term that uses them is on
         # (an unused parameter would trip DistributedDataParallel).
@@ -531,6 +535,12 @@ class CrossModalDistiller(nn.Module):
             # target), or from the cached (e.g. out-of-fold) teacher logits.
             if img_logits is not None:
                 kd_target, source = img_logits.to(logits.device), "img_logits has shape"
+            elif self.teacher_classifier is None:
+                raise ValueError(
+                    f"w_kd={self.w_kd:g} (Hinton KD) needs the teacher's logits: the batch has no "
+                    "img_logits (a feature cache with logits attaches them) and the distiller has "
+                    "no teacher classifier (pass teacher= (a MultiViewTeacher, whose .head is "
+                    "used) or teacher_classifier=), or set w_kd=0")
             else:
                 with torch.no_grad():
                     kd_target = self.teacher_classifier(f_t)
