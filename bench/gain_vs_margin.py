@@ -6,7 +6,7 @@ differences (recipe minus baseline) on the same split. The script prints, per
 setting, the teacher's lead (teacher minus the baseline mean), the mean gain ±
 its sample std, and the share of the lead the recipe closes, and with
 ``--plot`` draws gain against lead (a point per setting, its 95 % t interval
-as an error bar):
+as an error bar; with one or two seeds, the seeds themselves):
 
     python bench/gain_vs_margin.py --plot docs/results/gain_vs_margin.png \\
         --setting "SSG 64 pts=90.86,77.45,+4.1,+3.2,+5.5" \\
@@ -74,8 +74,12 @@ def main() -> None:
         fig = Figure(figsize=(7, 4.5), dpi=120)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-        for label, lead, gain, half in rows:
-            ax.errorbar([lead], [gain], yerr=[half] if half else None, fmt="o", capsize=4, label=label)
+        for (label, lead, gain, half), (_, _, _, diffs) in zip(rows, args.setting):
+            if len(diffs) > 2:       # the 95 % t interval of the mean
+                ax.errorbar([lead], [gain], yerr=[half], fmt="o", capsize=4, label=label)
+            else:                    # too few seeds for an interval: the seeds themselves
+                dot = ax.plot([lead], [gain], "o", label=f"{label}; x = each seed")[0]
+                ax.plot([lead] * len(diffs), diffs, "x", color=dot.get_color())
         top = max(lead for _, lead, _, _ in rows) * 1.1
         ax.plot([0, top], [0, 0], color="grey", lw=0.8)
         ax.plot([0, top], [0, top / 2], color="grey", lw=0.8, ls="--", label="half of the lead")
