@@ -19,11 +19,10 @@ the student (then the share is about constant), or by the student?
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 from typing import List, Tuple
 
-from scipy import stats
+from paired_stats import t_half_width  # bench/, beside this script
 
 
 def parse_setting(text: str) -> Tuple[str, float, float, List[float]]:
@@ -41,13 +40,6 @@ def parse_setting(text: str) -> Tuple[str, float, float, List[float]]:
     return label, numbers[0], numbers[1], numbers[2:]
 
 
-def interval(diffs: List[float]) -> float:
-    """Half width of the 95 % t interval of the mean (0 for a single seed)."""
-    if len(diffs) < 2:
-        return 0.0
-    return stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--setting", type=parse_setting, action="append", required=True,
@@ -60,7 +52,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---|---:|")
     rows = []
     for label, teacher, base, diffs in args.setting:
-        lead, gain, half = teacher - base, statistics.mean(diffs), interval(diffs)
+        lead, gain, half = teacher - base, statistics.mean(diffs), t_half_width(diffs)
         std = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else " (1 seed)"
         share = f"{100 * gain / lead:.0f} %" if lead > 0 else "-"
         print(f"| {label} | {len(diffs)} | {teacher:.2f} | {base:.2f} | {lead:+.2f} | {gain:+.2f}{std} | "

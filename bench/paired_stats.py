@@ -20,6 +20,13 @@ from typing import Dict, List, Tuple
 from scipy import stats
 
 
+def t_half_width(diffs: List[float]) -> float:
+    """Half width of the 95 % t interval of the mean of ``diffs`` (0 for fewer than 2)."""
+    if len(diffs) < 2:
+        return 0.0
+    return stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+
+
 def summary(diffs: List[float]) -> str:
     """One line: mean ± std, 95 % interval, pairs ahead, sign test and t-test p."""
     n = len(diffs)
@@ -30,7 +37,7 @@ def summary(diffs: List[float]) -> str:
     if n < 2:
         return f"n = 1: {mean:+.2f}; ahead {ahead} / 1"
     std = statistics.stdev(diffs)
-    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
+    half = t_half_width(diffs)
     t_p = stats.ttest_1samp(diffs, 0.0).pvalue if std > 0 else float("nan")
     return (f"n = {n}: {mean:+.2f} ± {std:.2f}, 95 % interval {mean - half:+.2f} .. {mean + half:+.2f}; "
             f"ahead {ahead} / {n}; sign test p = {sign_p:.3f}; paired t p = {t_p:.3f}")
