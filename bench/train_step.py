@@ -10,6 +10,13 @@ the median is reported::
     python bench/train_step.py --model pointnet2 --device cpu
     python bench/train_step.py --model pointnet2 dgcnn --device cuda --json out.json
 
+On the CPU the process keeps freed blocks for reuse, as the
+:class:`~pointcmt_pyg.train.Trainer` does when it trains there
+(:func:`~pointcmt_pyg.train.retain_freed_memory`); ``--cpu-memory default``
+leaves glibc's allocator as it is (every block over 32 MiB mapped and unmapped
+on its own, as before session 25). The setting is per process, so compare the
+two with two runs.
+
 Inputs are random, so neighbourhoods are sparser than on real shapes: use this
 for ratios between configurations measured in the same run, and the pipeline's
 own epoch times for absolute training cost.
@@ -32,6 +39,7 @@ from torch_geometric.data import Batch, Data  # noqa: E402
 import pointcmt_pyg.models._dense as dense_path  # noqa: E402
 from pointcmt_pyg.models import get_model, use_pointcmt_ops  # noqa: E402
 from pointcmt_pyg.nn import CMPG, CrossModalDistiller  # noqa: E402
+from pointcmt_pyg.train import retain_freed_memory  # noqa: E402
 
 
 def _pyg_examples() -> Dict[str, type]:
@@ -177,6 +185,9 @@ def main() -> None:
                                        "random points")
     parser.add_argument("--emd-eps", type=float, default=None,
                         help="the distiller's emd_eps (default: the op's, 1e-3)")
+    parser.add_argument("--cpu-memory", choices=["retain", "default"], default="retain",
+                        help="retain: keep freed CPU blocks for reuse, as training does "
+                             "(default); default: glibc's allocator untouched")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--table", nargs="+", metavar="JSON",
                         help="instead of timing: write the BENCHMARKS.md section from these "
@@ -191,6 +202,8 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: CUDA is not available here")
     device = torch.device(args.device)
+    if device.type == "cpu" and args.cpu_memory == "retain":
+        retain_freed_memory(True)
     gen = torch.Generator().manual_seed(1)
     batches = (real_batches(args.data, 2, args, device, gen) if args.data else
                [make_batch(args.batch_size, args.points, args.classes, device, gen)
@@ -207,12 +220,14 @@ def main() -> None:
                 config.step(batches[step % 2], timed=step >= args.warmup)
         for config in configs:
             row = config.row()
+            row["cpu_memory"] = args.cpu_memory if device.type == "cpu" else "-"
             rows.append(row)
             print(f"{name:12s} {config.grouping:16s} {config.precision:5s} "
                   f"{'PointCMT' if config.distill else 'plain':9s} median "
                   f"{row['median_s'] * 1e3:9.1f} ms/step (min {row['min_s'] * 1e3:.1f}, "
                   f"{row['steps']} steps, B={args.batch_size} x {args.points} points, "
-                  f"{args.device}, {torch.get_num_threads()} threads)", flush=True)
+                  f"{args.device}, {torch.get_num_threads()} threads, cpu memory "
+                  f"{row['cpu_memory']})", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -222,6 +222,47 @@ def test_stats_and_segment_max_against_torch_with_gradients():
     assert torch.autograd.gradcheck(lambda t: stats_and_segment_max(t, ptr)[:3], (z,))
 
 
+def test_stats_are_torch_batch_norms_bit_for_bit():
+    # The statistics the max-before-batch-norm path normalises with are those
+    # F.batch_norm computes on the same float32 edges (the reference's).
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(50_000, 24, generator=g) * 3 + 5
+    ptr = _ragged_ptr([20_000, 0, 30_000])
+    mean, var, _, _ = stats_and_segment_max(z, ptr)
+    _, bn_mean, bn_invstd = torch.ops.aten.native_batch_norm(z, None, None, None, None, True, 0.1, 1e-5)
+    assert torch.equal(mean, bn_mean)
+    torch.testing.assert_close(torch.rsqrt(var + 1e-5), bn_invstd, rtol=1e-6, atol=0)
+    torch.manual_seed(8)        # running statistics: those of the reference path, in float32
+    mlp = MLP([24, 24, 24], plain_last=False, bias=False)
+    twin = copy.deepcopy(mlp)
+    mlp_max(mlp, z, ptr), max_over_slots(mlp_after_first_linear(twin, z), ptr)
+    ours, theirs = mlp.norms[-1].module, twin.norms[-1].module
+    assert torch.equal(ours.running_mean, theirs.running_mean)
+    torch.testing.assert_close(ours.running_var, theirs.running_var, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("norm", ["batch_norm", None])
+def test_the_in_place_relu_leaves_the_callers_rows_alone(norm):
+    torch.manual_seed(2)
+    mlp = MLP([5, 8, 7, 9], norm=norm)
+    h = torch.randn(30, 8, requires_grad=True)
+    kept = h.detach().clone()
+    out = mlp_after_first_linear(mlp, h)
+    assert torch.equal(h.detach(), kept)
+    # the same numbers and gradients as PyG's own layers after lins[0]
+    twin = copy.deepcopy(mlp)
+    x = h.detach().clone().requires_grad_()
+    y = x
+    for i, lin in enumerate(twin.lins):
+        y = lin(y) if i else y
+        if i < len(twin.lins) - 1:
+            y = twin.act(twin.norms[i](y))
+    torch.testing.assert_close(out, y, rtol=0, atol=0)
+    w = torch.randn(out.shape)
+    (out * w).sum().backward(), (y * w).sum().backward()
+    torch.testing.assert_close(h.grad, x.grad, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_mlp_max_equals_the_mlp_then_the_max(train, momentum):

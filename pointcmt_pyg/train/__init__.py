@@ -6,6 +6,7 @@ stage functions :func:`train_teacher`, :func:`train_cmpg`, :func:`train_student`
 from .checkpoint import atomic_save, atomic_write_text, load_checkpoint
 from .metrics import (MetricAccumulator, class_accuracies, confusion_matrix,
                       mcnemar_exact, mean_class_accuracy, overall_accuracy)
+from .cpu_memory import retain_freed_memory
 from .trainer import History, Trainer, default_step, epoch_seed, seed_everything
 from .stages import StageResult, train_cmpg, train_student, train_teacher
 from .plots import plot_confusion_matrix, plot_training_curves
@@ -32,5 +33,6 @@ __all__ = [
     "train_student",
     "plot_training_curves",
     "plot_confusion_matrix",
+    "retain_freed_memory",
     "distributed",
 ]

@@ -60,6 +60,7 @@ from torch.utils.data import DistributedSampler
 from .._progress import progress_bar
 from . import distributed as D
 from .checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from .cpu_memory import retain_freed_memory
 from .metrics import MetricAccumulator
 
 __all__ = ["Trainer", "History", "seed_everything", "epoch_seed", "default_step", "check_labels",
@@ -344,6 +345,12 @@ class Trainer:
             ``torch.autocast`` in bfloat16, on CPU or CUDA) or ``"16"`` (float16
             autocast with a ``GradScaler``, whose state is checkpointed; meant
             for CUDA). Metrics are computed from float32 logits. (default: ``"32"``)
+        reuse_cpu_memory (bool): When training on the CPU, keep freed blocks
+            of up to 1 GiB in the process's heap for the next step instead of
+            unmapping them (:func:`~pointcmt_pyg.train.cpu_memory.retain_freed_memory`,
+            glibc only; process-wide): 1.5-1.7x faster PointNet++ MSG steps
+            here, at the price of a resident memory that stays near its peak.
+            (default: ``True``)
     """
 
     def __init__(
@@ -364,6 +371,7 @@ class Trainer:
         max_grad_norm: Optional[float] = None,
         ddp_kwargs: Optional[Dict[str, Any]] = None,
         precision: str = "32",
+        reuse_cpu_memory: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -390,6 +398,8 @@ class Trainer:
         if num_classes is not None and (isinstance(num_classes, bool)
                                         or not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        if not isinstance(reuse_cpu_memory, bool):
+            raise TypeError(f"reuse_cpu_memory must be a bool, got {type(reuse_cpu_memory).__name__}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         self.seed = _check_seed(seed)
@@ -404,6 +414,8 @@ class Trainer:
             else:
                 device = torch.device("cpu")
         self.device = torch.device(device)
+        if reuse_cpu_memory and self.device.type == "cpu":
+            retain_freed_memory(True)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={str(self.device)!r} but CUDA is not available")
 
