@@ -2,8 +2,10 @@
 
 Workload (issue 9): ``B`` clouds of ``N`` uniform random points in the unit
 cube, ``C`` classes, AdamW; PointCMT is :class:`~pointcmt_pyg.nn.CrossModalDistiller`
-with a fresh CMPG and cached 512-d teacher features (``teacher_source="cache"``,
-recipe ``balanced``: CE + KD + feature enhancement). Each configuration runs
+with cached 512-d teacher features (``teacher_source="cache"``) and the recipe of
+``--recipe`` (default: the library's, ``aligned``: CE + KD + feature alignment;
+recipes with a feature-enhancement term, ``balanced`` and ``official``, add a
+fresh CMPG and the EMD between its clouds). Each configuration runs
 ``--warmup`` untimed steps, then ``--steps`` timed ones (synchronised on CUDA);
 the median is reported::
 
@@ -39,6 +41,7 @@ from torch_geometric.data import Batch, Data  # noqa: E402
 import pointcmt_pyg.models._dense as dense_path  # noqa: E402
 from pointcmt_pyg.models import get_model, use_pointcmt_ops  # noqa: E402
 from pointcmt_pyg.nn import CMPG, CrossModalDistiller  # noqa: E402
+from pointcmt_pyg.nn.recipes import DEFAULT_RECIPE, RECIPES, get_recipe  # noqa: E402
 from pointcmt_pyg.train import retain_freed_memory  # noqa: E402
 
 
@@ -95,9 +98,11 @@ class Config:
             student = get_model(model_name, args.classes, **kwargs)
         if distill:
             teacher_head = torch.nn.Linear(512, args.classes)
-            self.model = CrossModalDistiller(student, None, CMPG(512, 1024),
+            # As the pipeline: a CMPG only where the recipe has a feature term.
+            cmpg = CMPG(512, 1024) if get_recipe(args.recipe).w_fe > 0 else None
+            self.model = CrossModalDistiller(student, None, cmpg,
                                              teacher_classifier=teacher_head,
-                                             teacher_source="cache", recipe="balanced",
+                                             teacher_source="cache", recipe=args.recipe,
                                              teacher_dim=512, emd_eps=args.emd_eps)
             params = self.model.trainable_parameters()
         else:
@@ -183,6 +188,8 @@ def main() -> None:
     parser.add_argument("--no-pointcmt", action="store_true", help="time the plain step only")
     parser.add_argument("--data", help="a point folder (e.g. ModelNet40): real shapes instead of "
                                        "random points")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                        help=f"the PointCMT step's recipe (default: {DEFAULT_RECIPE!r}, the library's)")
     parser.add_argument("--emd-eps", type=float, default=None,
                         help="the distiller's emd_eps (default: the op's, 1e-3)")
     parser.add_argument("--cpu-memory", choices=["retain", "default"], default="retain",
@@ -221,9 +228,10 @@ def main() -> None:
         for config in configs:
             row = config.row()
             row["cpu_memory"] = args.cpu_memory if device.type == "cpu" else "-"
+            row["recipe"] = args.recipe if config.distill else "-"
             rows.append(row)
             print(f"{name:12s} {config.grouping:16s} {config.precision:5s} "
-                  f"{'PointCMT' if config.distill else 'plain':9s} median "
+                  f"{'PointCMT ' + args.recipe if config.distill else 'plain':18s} median "
                   f"{row['median_s'] * 1e3:9.1f} ms/step (min {row['min_s'] * 1e3:.1f}, "
                   f"{row['steps']} steps, B={args.batch_size} x {args.points} points, "
                   f"{args.device}, {torch.get_num_threads()} threads, cpu memory "
@@ -253,10 +261,13 @@ def write_table(args: argparse.Namespace) -> None:
                                          for g in ("message_passing", "dense")
                                          for d in (False, True))))
     if students:
+        # rows written before the recipe was recorded ran `balanced`
+        recipes = ", ".join(f"`{name}`" for name in sorted({r.get("recipe", "balanced")
+                                                            for r in rows if r["pointcmt"]}))
         lines = [f"## Training step (students): {stamp}", "",
                  "One optimizer step (forward, backward, AdamW) of each student on B = 32 real "
                  "ModelNet40 shapes of 1,024 points, median of the timed steps; PointCMT = "
-                 "`CrossModalDistiller` (recipe `balanced`, CMPG, cached 512-d teacher features). "
+                 f"`CrossModalDistiller` (recipe {recipes}, cached 512-d teacher features). "
                  "`message_passing` is PyG's `PointNetConv` / EdgeConv propagation (the "
                  "reference), `dense` the default grouping (`pointcmt_pyg/models/_dense.py`). "
                  "All configurations of a model run round robin, one step each per round, in "
