@@ -6,7 +6,7 @@ fresh ``mmap`` and unmaps them on ``free``, so a training step that makes and
 frees hundreds of edge blocks of 50-500 MB (PointNet++ MSG's set abstraction
 on 32 clouds of 1,024 points) page-faults and zeroes every one of them anew:
 ``torch.relu`` of a ``[2^20, 96]`` float32 block took 149 ms, 34 ms with the
-freed memory kept, and a PointNet++ MSG step was 1.5-1.7x faster
+freed memory kept, and a PointNet++ MSG step was 1.4-2.1x faster
 (BENCHMARKS.md, session 25). The kernel time spent faulting showed up as
 ``sys`` time: 15 of 26 s of a profiled MSG run.
 
@@ -17,9 +17,9 @@ its peak instead of falling between steps, what a caching allocator (the
 CUDA one, jemalloc, tcmalloc) does anyway, and the peak itself grows: glibc
 cannot always refit an aligned block into the hole an equal one left, so the
 heap grows by a few blocks before it settles. Measured here (PointNet++ MSG,
-dense, B = 32 real clouds of 1,024 points, 8 steps, 2 threads): 12.1 -> 6.2 s
-per step (median), peak resident memory 7.9 -> 10.9 GB, resident between steps
-1.4 -> 9.8 GB (``bench/step_memory.py``). :class:`~pointcmt_pyg.train.Trainer`
+dense, B = 32 real clouds of 1,024 points, 8 steps, 2 threads): 9.77 -> 6.90 s
+per step (median), peak resident memory 7.8 -> 10.8 GB, resident after the
+last step 1.4 -> 9.3 GB (``bench/step_memory.py``). :class:`~pointcmt_pyg.train.Trainer`
 calls it when it trains on the CPU (its ``reuse_cpu_memory`` argument).
 
 It only acts under glibc (Linux); elsewhere it does nothing and returns

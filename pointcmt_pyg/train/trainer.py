@@ -348,7 +348,7 @@ class Trainer:
         reuse_cpu_memory (bool): When training on the CPU, keep freed blocks
             of up to 1 GiB in the process's heap for the next step instead of
             unmapping them (:func:`~pointcmt_pyg.train.cpu_memory.retain_freed_memory`,
-            glibc only; process-wide): 1.5-1.7x faster PointNet++ MSG steps
+            glibc only; process-wide): 1.4-2.1x faster PointNet++ MSG steps
             here, at the price of a resident memory that stays near its peak.
             (default: ``True``)
     """
