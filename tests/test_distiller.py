@@ -233,8 +233,11 @@ def test_student_state_dict_saves_and_loads_without_wrapper(tmp_path):
 
 # ---------------------------------------------------------------- options
 def test_projections_only_when_sizes_differ():
-    same = CrossModalDistiller(DataNet(dim=8), StandInTeacher(8), StandInCMPG(8))
+    same = CrossModalDistiller(DataNet(dim=8), StandInTeacher(8), StandInCMPG(8), recipe="official")
     assert same.student_to_teacher is None and same.teacher_to_student is None
+    # The alignment (the default recipe's) gets a learned P_st at equal sizes too.
+    aligned = CrossModalDistiller(DataNet(dim=8), StandInTeacher(8), StandInCMPG(8), recipe="aligned")
+    assert isinstance(aligned.student_to_teacher, nn.Linear) and aligned.teacher_to_student is None
     model = CrossModalDistiller(DataNet(dim=5), StandInTeacher(8), StandInCMPG(8))
     assert (model.student_dim, model.teacher_dim) == (5, 8)
     assert isinstance(model.student_to_teacher, nn.Linear)

@@ -318,12 +318,13 @@ def _np_one_minus_cos(a, b):
 
 
 def test_alignment_term_on_fixed_tensors_same_size_no_projection():
-    """w_align * mean(1 - cos(f_s, f_t)): equal feature sizes, so no projection;
-    never ramped; gradient reaches the student but not the teacher."""
+    """w_align * mean(1 - cos(f_s, f_t)): equal feature sizes and
+    align_projection=False, so no projection; never ramped; gradient reaches
+    the student but not the teacher."""
     torch.manual_seed(3)
     student, teacher, cmpg = DataNet(), HeadedTeacher(), StandInCMPG()
     model = CrossModalDistiller(student, teacher, cmpg, recipe="balanced", w_fe=0.0,
-                                w_align=2.5, warmup_steps=100)
+                                w_align=2.5, warmup_steps=100, align_projection=False)
     assert model.student_to_teacher is None and model.w_align == 2.5
     batch = make_batch(num_graphs=7)
     f_s, f_t, zs, _, _, _ = _features(student, teacher, cmpg, batch)
@@ -339,6 +340,37 @@ def test_alignment_term_on_fixed_tensors_same_size_no_projection():
     out0 = plain(batch)
     assert "align" not in out0.losses
     assert out.loss.item() == pytest.approx(out0.loss.item() + out.losses["align"].item(), rel=1e-6)
+
+
+def test_alignment_of_equal_sizes_goes_through_a_learned_projection_by_default():
+    # RESULTS.md session 25, H48: the identity cost 2.6 test points where a
+    # point teacher's feature was as wide as the student's.
+    torch.manual_seed(5)
+    student, teacher = DataNet(), HeadedTeacher()
+    model = CrossModalDistiller(student, teacher, None, recipe="aligned")
+    assert model.student_dim == model.teacher_dim
+    assert isinstance(model.student_to_teacher, nn.Linear)
+    dim = model.student_dim
+    assert (model.student_to_teacher.in_features, model.student_to_teacher.out_features) == (dim, dim)
+    batch = make_batch(num_graphs=6)
+    with torch.no_grad():
+        f_s = global_max_pool(student.point(batch.pos), batch.batch)
+        f_t = teacher.lin(batch.views.flatten(2)).amax(dim=1)
+        f_s_t = model.student_to_teacher(f_s)
+    out = model(batch)
+    centred = lambda f: f - f.mean(dim=0, keepdim=True)          # noqa: E731 (align_center)
+    assert out.losses["align"].item() == pytest.approx(
+        4.0 * _np_one_minus_cos(centred(f_s_t), centred(f_t)), rel=1e-5)
+    out.loss.backward()
+    assert model.student_to_teacher.weight.grad.abs().sum() > 0
+    assert any(p is model.student_to_teacher.weight for p in model.trainable_parameters())
+    # Off, or without the alignment term, there is none.
+    assert CrossModalDistiller(DataNet(), HeadedTeacher(), None, recipe="aligned",
+                               align_projection=False).student_to_teacher is None
+    assert CrossModalDistiller(DataNet(), HeadedTeacher(), None, recipe="aligned",
+                               w_align=0.0).student_to_teacher is None
+    with pytest.raises(TypeError, match="align_projection"):
+        CrossModalDistiller(DataNet(), HeadedTeacher(), None, align_projection="yes")
 
 
 def test_alignment_term_projects_a_student_feature_of_another_size():
@@ -382,7 +414,8 @@ def test_alignment_weight_errors_name_it_and_reach_the_config():
 def test_centred_alignment_removes_the_batch_mean_of_each_side():
     torch.manual_seed(5)
     student, teacher = DataNet(), HeadedTeacher()
-    model = CrossModalDistiller(student, teacher, None, recipe="kd", w_align=1.5, align_center=True)
+    model = CrossModalDistiller(student, teacher, None, recipe="kd", w_align=1.5, align_center=True,
+                                align_projection=False)            # the identity: f_s itself
     batch = make_batch(num_graphs=6)
     with torch.no_grad():
         f_s = global_max_pool(student.point(batch.pos), batch.batch).double().numpy()
@@ -418,6 +451,7 @@ def test_aligned_recipe_is_kd_plus_centred_alignment_without_a_cmpg():
         f_t = teacher.lin(batch.views.flatten(2)).amax(dim=1)
         zs = student.mlp(f_s).double().numpy()
         zt = teacher.head(f_t).double().numpy()
+        f_s = model.student_to_teacher(f_s)    # equal sizes, still a learned P_st (H48)
     f_s, f_t = f_s.double().numpy(), f_t.double().numpy()
     y = batch.y.numpy()
     ce = _smoothed_ce(zs, y)

@@ -183,10 +183,14 @@ class CrossModalDistiller(nn.Module):
     explicitly overrides the recipe's value.
 
     ``P_st`` / ``P_ts`` are learnable ``nn.Linear`` maps (attributes
-    ``student_to_teacher`` / ``teacher_to_student``) created only when the
-    student's feature size differs from the teacher's (and the term using each
-    is on: ``P_st`` for the feature and alignment terms, ``P_ts`` for the
-    classifier enhancement); otherwise ``None`` (identity). Give them to the optimizer:
+    ``student_to_teacher`` / ``teacher_to_student``) created when the term
+    using each is on (``P_st`` for the feature and alignment terms, ``P_ts``
+    for the classifier enhancement) and the student's feature size differs
+    from the teacher's; otherwise ``None`` (identity). The alignment gets
+    ``P_st`` also when the sizes match (``align_projection=True``, the
+    default): aligning a 1,024-d student feature to a 1,024-d teacher feature
+    through the identity gave 2.6 test points less than through a learned
+    map (RESULTS.md, session 25, H48). Give them to the optimizer:
     :meth:`trainable_parameters` holds the student's and theirs.
 
     Feature sizes that differ are not an official set-up (the official
@@ -253,6 +257,10 @@ class CrossModalDistiller(nn.Module):
             alignment's cosine (see
             :func:`~pointcmt_pyg.nn.losses.feature_alignment_loss`).
             (default: the recipe's, ``True`` only in ``"aligned"``)
+        align_projection (bool): With ``w_align > 0``, align through a learned
+            ``P_st`` even where the student's and teacher's feature sizes
+            match; ``False``: the identity there (as before session 25). It
+            is then also the map the feature term sees. (default: ``True``)
         recipe (str or Recipe): Where the unset weights come from:
             ``"balanced"``, ``"aligned"``, ``"official"`` or ``"kd"``.
             (default: :data:`~pointcmt_pyg.nn.recipes.DEFAULT_RECIPE`)
@@ -301,6 +309,7 @@ class CrossModalDistiller(nn.Module):
         w_kd: Optional[float] = None,
         w_align: Optional[float] = None,
         align_center: Optional[bool] = None,
+        align_projection: bool = True,
         recipe: Union[str, Recipe] = DEFAULT_RECIPE,
         teacher_classifier: Optional[nn.Module] = None,
         teacher_source: str = "auto",
@@ -339,6 +348,8 @@ class CrossModalDistiller(nn.Module):
                             ("w_align", w_align)):
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not isinstance(align_projection, bool):
+            raise TypeError(f"align_projection must be a bool, got {type(align_projection).__name__}")
         if not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         if not isinstance(temperature, (int, float)) or not temperature > 0:
@@ -401,12 +412,14 @@ class CrossModalDistiller(nn.Module):
         # (``img_logits``, e.g. a feature cache that holds the teacher's logits);
         # a batch without them is refused in forward.
 
-        # Projections only where the sizes differ and the term that uses them is on
-        # (an unused parameter would trip DistributedDataParallel).
+        # Projections only where the term that uses them is on (an unused
+        # parameter would trip DistributedDataParallel): where the sizes differ,
+        # and for the alignment also where they match (align_projection).
         differ = self.student_dim != self.teacher_dim
         self.student_to_teacher: Optional[nn.Linear] = (
             nn.Linear(self.student_dim, self.teacher_dim)
-            if differ and ((cmpg is not None and w_fe > 0) or w_align > 0) else None)
+            if (differ and cmpg is not None and w_fe > 0)
+            or (w_align > 0 and (differ or align_projection)) else None)
         self.teacher_to_student: Optional[nn.Linear] = (
             nn.Linear(self.teacher_dim, self.student_dim) if differ and w_ce > 0 else None)
 
