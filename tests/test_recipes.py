@@ -48,10 +48,16 @@ def _kl_sum(p_t, p_s):
     return float((p_t * (np.log(p_t) - np.log(p_s))).sum())
 
 
-def _features(student, teacher, cmpg, batch):
+def _raw_features(student, teacher, batch):
+    r"""``(f_s, f_t)`` of the stand-in student and teacher, without gradients."""
     with torch.no_grad():
-        f_s = global_max_pool(student.point(batch.pos), batch.batch)
-        f_t = teacher.lin(batch.views.flatten(2)).amax(dim=1)
+        return (global_max_pool(student.point(batch.pos), batch.batch),
+                teacher.lin(batch.views.flatten(2)).amax(dim=1))
+
+
+def _features(student, teacher, cmpg, batch):
+    f_s, f_t = _raw_features(student, teacher, batch)
+    with torch.no_grad():
         cmpg.eval()
         return (f_s, f_t, student.mlp(f_s).double().numpy(), student.mlp(f_t).double().numpy(),
                 cmpg(f_s).double().numpy(), cmpg(f_t).double().numpy())
@@ -353,9 +359,8 @@ def test_alignment_of_equal_sizes_goes_through_a_learned_projection_by_default()
     dim = model.student_dim
     assert (model.student_to_teacher.in_features, model.student_to_teacher.out_features) == (dim, dim)
     batch = make_batch(num_graphs=6)
+    f_s, f_t = _raw_features(student, teacher, batch)
     with torch.no_grad():
-        f_s = global_max_pool(student.point(batch.pos), batch.batch)
-        f_t = teacher.lin(batch.views.flatten(2)).amax(dim=1)
         f_s_t = model.student_to_teacher(f_s)
     out = model(batch)
     centred = lambda f: f - f.mean(dim=0, keepdim=True)          # noqa: E731 (align_center)
@@ -382,9 +387,8 @@ def test_alignment_term_projects_a_student_feature_of_another_size():
     assert (model.student_to_teacher.in_features, model.student_to_teacher.out_features) == (5, 8)
     assert model.teacher_to_student is None
     batch = make_batch(num_graphs=4)
+    f_s, f_t = _raw_features(student, teacher, batch)
     with torch.no_grad():
-        f_s = global_max_pool(student.point(batch.pos), batch.batch)
-        f_t = teacher.lin(batch.views.flatten(2)).amax(dim=1)
         f_s_t = model.student_to_teacher(f_s)
     out = model(batch)
     assert out.losses["align"].item() == pytest.approx(_np_one_minus_cos(f_s_t, f_t), rel=1e-5)

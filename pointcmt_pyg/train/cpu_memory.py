@@ -81,7 +81,10 @@ def retain_freed_memory(enabled: bool = True) -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    mmap_threshold = RETAINED_BLOCK_BYTES if enabled else _GLIBC_MMAP_THRESHOLD_MAX
-    ok = libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
-    ok = libc.mallopt(_M_TRIM_THRESHOLD, mmap_threshold if enabled else 2 * mmap_threshold) == 1 and ok
-    return ok
+    if enabled:
+        mmap_threshold = trim_threshold = RETAINED_BLOCK_BYTES
+    else:
+        mmap_threshold, trim_threshold = _GLIBC_MMAP_THRESHOLD_MAX, 2 * _GLIBC_MMAP_THRESHOLD_MAX
+    mapped = libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
+    trimmed = libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1
+    return mapped and trimmed
